@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` (the whole pipeline on the embedded demo data) and
+# `make test` (the test suite). Both create or reuse .venv and install everything pinned.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.soco_d2-installed
+DEMO_OUT ?= demo_output
+
+.PHONY: env test demo bench bench-proposals bench-transfer clean-env
+
+$(STAMP): requirements.txt setup.py tools/setup_env.sh
+	bash tools/setup_env.sh $(VENV)
+	touch $(STAMP)
+
+env: $(STAMP)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PYTHON) tools/pipeline.py --preset demo --output $(DEMO_OUT)
+
+bench: $(STAMP)
+	$(PYTHON) tools/benchmark.py --config-file configs/pretrain/soco_R50_FPN_100ep.yaml --iters 3 --batch 8
+
+bench-proposals: $(STAMP)
+	$(PYTHON) tools/benchmark_proposals.py
+
+bench-transfer: $(STAMP)
+	$(PYTHON) tools/pipeline.py --preset bench-transfer --output bench_transfer_output
+
+clean-env:
+	rm -rf $(VENV)
