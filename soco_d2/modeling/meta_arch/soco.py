@@ -1,0 +1,244 @@
+"""SoCo: selective object contrastive pretraining of backbone, FPN and box head.
+
+Online network: ``backbone`` (ResNet+FPN or ResNet C4), ``roi_heads`` (RoIAlign + box head /
+res5), ``projector``, ``predictor``. Target network: an EMA copy of the online backbone, ROI
+head and projector under ``target.``, never trained by gradients. For each view pair (i, j) the
+online prediction of box k in view i regresses the target projection of box k in view j and
+vice versa (BYOL loss, see ``losses.py``).
+
+Where the issue is silent this follows the official implementation (hologerry/SoCo):
+- the target runs in the module's mode, so in training its BatchNorms use batch statistics;
+  only parameters are EMA-updated, BN running statistics come from its own forward passes;
+- the projector takes the box head's 1024-d fc output (after ReLU) or res5's pooled 2048-d;
+- the last norm of every residual block starts at zero (MODEL.SOCO.ZERO_INIT_RESIDUAL);
+- one head call per view (official: per view and level), so BN statistics stay per view;
+- the official code updates the target at the start of a step, this one after it, through
+  :meth:`SoCo.update_target` (called by the engine's hook): the same sequence of targets.
+"""
+from typing import Dict, List
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
+from detectron2.structures import Boxes, ImageList
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from ..heads import MLPHead
+from ..losses import masked_level_byol_loss, symmetric_byol_loss
+from ..momentum import build_momentum_target, ema_update_
+from ..roi_heads import SoCoROIHeads
+
+__all__ = ["SoCo"]
+
+ASSIGNMENTS = ("level", "all_levels")
+
+
+def zero_init_residual_(module: nn.Module) -> None:
+    """Zero the weight of the last norm in each ResNet block (official SoCo ResNet init)."""
+    for m in module.modules():
+        last = None
+        if isinstance(m, BottleneckBlock):
+            last = m.conv3.norm
+        elif isinstance(m, BasicBlock):
+            last = m.conv2.norm
+        # Only trainable norms: zeroing a FrozenBN's weight would silence the block for good.
+        if isinstance(getattr(last, "weight", None), nn.Parameter):
+            nn.init.zeros_(last.weight)
+
+
+@META_ARCH_REGISTRY.register()
+class SoCo(nn.Module):
+    """SoCo meta-architecture (FPN, SoCo* and C4 variants, chosen by config).
+
+    Input: a list of dicts, one per image, as produced by ``SoCoDatasetMapper`` (contract 3):
+    ``"views"``: V uint8 tensors (3, S_v, S_v); ``"boxes"``: V float tensors (K, 4), XYXY_ABS
+    in that view's pixels, row k of every view being the same proposal.
+
+    Training output: ``{"loss_v{i}_v{j}": scalar}`` for each pair of MODEL.SOCO.PAIRS (1-based
+    names), each the sum of both directions of 2 - 2 cos, averaged over boxes.
+
+    Eval output: a list (one per image) of dicts ``{"box_features": [V tensors (K, C)],
+    "embeddings": [V tensors (K, D)]}``: online box-head vectors and projector outputs.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        roi_heads: SoCoROIHeads,
+        projector: nn.Module,
+        predictor: nn.Module,
+        pixel_mean: List[float],
+        pixel_std: List[float],
+        pairs: List[List[int]],
+        assignment: str = "level",
+        channels_last: bool = False,
+    ):
+        """
+        Args:
+            backbone: detectron2 backbone (``build_backbone``).
+            roi_heads: pooling + box head, see :class:`SoCoROIHeads`.
+            projector: MLP on box vectors (online; copied into the target).
+            predictor: MLP on projections (online only).
+            pixel_mean, pixel_std: per-channel normalization, in the views' channel order.
+            pairs: 0-based view index pairs, e.g. [[0, 1], [0, 2]].
+            assignment: "level" (each box pooled once, at its level) or "all_levels" (the
+                official formulation: every level, loss masked; for checks and benchmarks).
+            channels_last: keep images and weights in channels_last memory format.
+        """
+        super().__init__()
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"MODEL.SOCO.ASSIGNMENT must be one of {ASSIGNMENTS}")
+        if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
+            raise ValueError(f"MODEL.SOCO.PAIRS must be pairs of distinct views, got {pairs}")
+        self.backbone = backbone
+        self.roi_heads = roi_heads
+        self.projector = projector
+        self.predictor = predictor
+        self.target = build_momentum_target(self._online_target_parts())
+        self.pairs = [(int(i), int(j)) for i, j in pairs]
+        self.assignment = assignment
+        self.channels_last = channels_last
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_config(cls, cfg):
+        s = cfg.MODEL.SOCO
+        backbone = build_backbone(cfg)
+        roi_heads = SoCoROIHeads(cfg, backbone.output_shape())
+        if s.ZERO_INIT_RESIDUAL:
+            zero_init_residual_(backbone)
+            zero_init_residual_(roi_heads)
+        return {
+            "backbone": backbone,
+            "roi_heads": roi_heads,
+            "projector": MLPHead(roi_heads.output_dim, s.MLP_HIDDEN_DIM, s.MLP_OUT_DIM, s.MLP_NORM),
+            "predictor": MLPHead(s.MLP_OUT_DIM, s.MLP_HIDDEN_DIM, s.MLP_OUT_DIM, s.MLP_NORM),
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "pairs": [list(p) for p in s.PAIRS],
+            "assignment": s.ASSIGNMENT,
+            "channels_last": s.CHANNELS_LAST,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def _online_target_parts(self) -> nn.ModuleDict:
+        # The parts the target mirrors; a fresh (unregistered) container, same order each time.
+        return nn.ModuleDict(
+            {"backbone": self.backbone, "roi_heads": self.roi_heads, "projector": self.projector}
+        )
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """One EMA step of the target: target = m * target + (1 - m) * online (parameters)."""
+        ema_update_(self.target, self._online_target_parts(), momentum)
+        try:  # a python float: logging it costs no device sync
+            get_event_storage().put_scalar("soco/target_momentum", momentum, smoothing_hint=False)
+        except AssertionError:  # no EventStorage outside a trainer (tests, scripts)
+            pass
+
+    # ----------------------------------------------------------------- inputs
+    def _check_inputs(self, batched_inputs: List[dict]) -> int:
+        if not batched_inputs:
+            raise ValueError("SoCo got an empty batch")
+        num_views = None
+        for x in batched_inputs:
+            if "views" not in x or "boxes" not in x:
+                raise KeyError(f"SoCo inputs need 'views' and 'boxes', got keys {sorted(x)}")
+            if len(x["views"]) != len(x["boxes"]):
+                raise ValueError(f"{len(x['views'])} views but {len(x['boxes'])} box sets")
+            num_views = num_views or len(x["views"])
+            if len(x["views"]) != num_views:
+                raise ValueError("All images of a batch need the same number of views")
+        num_boxes = {tuple(b.shape) for x in batched_inputs for b in x["boxes"]}
+        if len(num_boxes) != 1 or next(iter(num_boxes))[1:] != (4,):
+            raise ValueError(f"Every view of every image needs the same (K, 4) boxes: {num_boxes}")
+        return num_views
+
+    def preprocess_view(self, batched_inputs: List[dict], v: int) -> ImageList:
+        """Normalize view ``v`` of every image, padded right/bottom to the backbone's divisor."""
+        images = [x["views"][v].to(self.device, non_blocking=True) for x in batched_inputs]
+        images = [(x.float() - self.pixel_mean) / self.pixel_std for x in images]
+        images = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        if self.channels_last:
+            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def view_boxes(self, batched_inputs: List[dict], v: int) -> List[Boxes]:
+        """Boxes of view ``v`` of every image, as float32 on the model's device."""
+        return [Boxes(x["boxes"][v].to(self.device, torch.float32)) for x in batched_inputs]
+
+    # ---------------------------------------------------------------- network
+    def _embed(self, branch: nn.Module, images, boxes, levels, predict: bool) -> torch.Tensor:
+        """Box embeddings of one view: (M, D) in "level" mode, (L, M, D) in "all_levels"."""
+        feats = branch["backbone"](images.tensor)
+        if self.assignment == "level":
+            z = branch["projector"](branch["roi_heads"](feats, boxes, levels))
+            return self.predictor(z) if predict else z
+        # Official: head, projector and predictor called once per level (BN stats per level).
+        out = []
+        for h in branch["roi_heads"].forward_all_levels(feats, boxes):
+            z = branch["projector"](h)
+            out.append(self.predictor(z) if predict else z)
+        return torch.stack(out)
+
+    def forward(self, batched_inputs: List[dict]):
+        num_views = self._check_inputs(batched_inputs)
+        if not self.training:
+            return self.inference(batched_inputs)
+        used = sorted({v for p in self.pairs for v in p})
+        if used[-1] >= num_views:
+            raise ValueError(f"MODEL.SOCO.PAIRS uses view {used[-1]} but inputs have {num_views}")
+        n = len(batched_inputs)
+        images = {v: self.preprocess_view(batched_inputs, v) for v in used}
+        boxes = {v: self.view_boxes(batched_inputs, v) for v in used}
+        levels = {v: self.roi_heads.assign_levels(boxes[v]) for v in used}
+
+        online = self._online_target_parts()
+        preds = {v: self._embed(online, images[v], boxes[v], levels[v], True) for v in used}
+        with torch.no_grad():
+            targets = {
+                v: self._embed(self.target, images[v], boxes[v], levels[v], False) for v in used
+            }
+        return {
+            f"loss_v{i + 1}_v{j + 1}": self._pair_loss(preds, targets, levels, i, j, n)
+            for i, j in self.pairs
+        }
+
+    def _pair_loss(self, preds, targets, levels, i: int, j: int, n: int) -> torch.Tensor:
+        if self.assignment == "level":
+            return symmetric_byol_loss(preds[i], targets[j], preds[j], targets[i], n)
+
+        def per_image(t):  # (L, M, D) -> (L, N, K, D)
+            return t.view(t.shape[0], n, -1, t.shape[-1])
+
+        li, lj = levels[i].view(n, -1), levels[j].view(n, -1)
+        return masked_level_byol_loss(
+            per_image(preds[i]), per_image(targets[j]), li, lj
+        ) + masked_level_byol_loss(per_image(preds[j]), per_image(targets[i]), lj, li)
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[dict]) -> List[Dict[str, List[torch.Tensor]]]:
+        """Online box vectors and projections of every view (each box at its level)."""
+        n = len(batched_inputs)
+        results = [{"box_features": [], "embeddings": []} for _ in range(n)]
+        for v in range(len(batched_inputs[0]["views"])):
+            images = self.preprocess_view(batched_inputs, v)
+            boxes = self.view_boxes(batched_inputs, v)
+            feats = self.backbone(images.tensor)
+            h = self.roi_heads(feats, boxes, self.roi_heads.assign_levels(boxes))
+            z = self.projector(h)
+            h, z = h.view(n, -1, h.shape[-1]), z.view(n, -1, z.shape[-1])
+            for r, h_img, z_img in zip(results, h, z):
+                r["box_features"].append(h_img)
+                r["embeddings"].append(z_img)
+        return results
