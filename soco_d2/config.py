@@ -49,6 +49,11 @@ def _add_model_config(cfg: CN) -> None:
     _C.MODEL.SOCO.PAIRS = [[0, 1], [0, 2]]
     # Store activations in channels_last memory format (faster convolutions on CUDA).
     _C.MODEL.SOCO.CHANNELS_LAST = False
+    # Norm inside the projector/predictor MLPs: "SyncBN" (official), "BN" or "" (none).
+    _C.MODEL.SOCO.MLP_NORM = "SyncBN"
+    # Zero-init the last norm of each ResNet block (backbone, res5 head), as the official
+    # SoCo ResNet does; True or False.
+    _C.MODEL.SOCO.ZERO_INIT_RESIDUAL = True
 
 
 def _add_input_config(cfg: CN) -> None:
@@ -99,8 +104,9 @@ def _add_dataset_config(cfg: CN) -> None:
     # `proposal_cache`).
     _C.DATASETS.SOCO.PROPOSAL_CACHES = ()
     # Extra datasets to register from the command line without code, as strings
-    # "name=coco:JSON:IMAGE_ROOT", "name=voc:DIR:SPLIT:CLASS1,CLASS2,..." or
-    # "name=folder:IMAGE_DIR:PROPOSAL_CACHE".
+    # "name=coco:JSON:IMAGE_ROOT", "name=voc:DIR:SPLIT[:CLASS1,CLASS2,...]" (classes omitted:
+    # collected from the XMLs, sorted) or "name=folder:IMAGE_DIR:PROPOSAL_CACHE"; details in
+    # soco_d2/data/register.py and datasets/README.md.
     _C.DATASETS.SOCO.REGISTER = ()
 
 
@@ -122,3 +128,6 @@ def _add_solver_config(cfg: CN) -> None:
     _C.SOLVER.CHECKPOINT_EPOCHS = 0
     # Mixed-precision dtype when SOLVER.AMP.ENABLED: "float16" or "bfloat16".
     _C.SOLVER.AMP.DTYPE = "float16"
+    # DDP find_unused_parameters: True when some parameters may get no gradient in a step
+    # (e.g. an FPN level that received no box); costs a graph walk per iteration.
+    _C.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False

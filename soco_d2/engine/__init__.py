@@ -1,1 +1,18 @@
+"""Training engine: one Trainer for pretraining and fine-tuning, hooks, config setup."""
+from .hooks import IterationSeedHook, TargetEMAHook
+from .setup import count_train_images, load_cfg, setup_cfg
+from .train_loop import NonFiniteLossError, build_step_runner
+from .trainer import PRETRAIN_META_ARCHITECTURES, Trainer, is_pretraining
 
+__all__ = [
+    "Trainer",
+    "setup_cfg",
+    "load_cfg",
+    "count_train_images",
+    "TargetEMAHook",
+    "IterationSeedHook",
+    "NonFiniteLossError",
+    "build_step_runner",
+    "PRETRAIN_META_ARCHITECTURES",
+    "is_pretraining",
+]

@@ -1,0 +1,180 @@
+"""One Trainer for self-supervised pretraining and detection fine-tuning.
+
+It is detectron2's ``DefaultTrainer`` with these differences:
+- the optimizer comes from ``soco_d2.solver.build_optimizer`` (SGD, LARS, AdamW);
+- pretraining meta-architectures (``PRETRAIN_META_ARCHITECTURES``) read data through
+  ``soco_d2.data.build.build_soco_pretrain_loader``, have no evaluation, and get the EMA target
+  hook; detectors use detectron2's loaders and an evaluator chosen by the test set's
+  ``evaluator_type`` metadata;
+- a non-finite loss stops the run on every rank before the optimizer step, naming the
+  iteration and the last good checkpoint (see ``train_loop.py``);
+- AMP in float16 or bfloat16 (SOLVER.AMP.DTYPE), optional channels_last weights;
+- RNGs re-seeded per iteration when cfg.SEED >= 0, so ``--resume`` continues exactly.
+"""
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import List, Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    COCOEvaluator,
+    DatasetEvaluator,
+    PascalVOCDetectionEvaluator,
+)
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+
+from soco_d2.solver import build_optimizer
+
+from .hooks import IterationSeedHook, TargetEMAHook, unwrap_model
+from .train_loop import NonFiniteLossError, build_step_runner
+
+__all__ = ["Trainer", "PRETRAIN_META_ARCHITECTURES", "is_pretraining"]
+
+
+# Meta-architectures trained on unlabeled views; add peers (MoCoV2, DetCo, ...) here.
+PRETRAIN_META_ARCHITECTURES = {"SoCo"}
+
+
+def is_pretraining(cfg: CfgNode) -> bool:
+    """True if cfg trains a self-supervised meta-architecture (no labels, no evaluation)."""
+    return cfg.MODEL.META_ARCHITECTURE in PRETRAIN_META_ARCHITECTURES
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer for soco_d2 pretraining and fine-tuning (see module docstring).
+
+    Usage::
+
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+    """
+
+    def __init__(self, cfg: CfgNode):
+        # DefaultTrainer.__init__ hard-codes the inner step runner; build the same parts here.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        if cfg.SEED >= 0:
+            # As default_setup does; repeated here so a Trainer built twice with one config
+            # (tests, notebooks) starts from the same initial weights.
+            seed_all_rng(cfg.SEED + comm.get_rank())
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(
+            model,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS,
+        )
+        self._trainer = build_step_runner(cfg, model, data_loader, optimizer)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        # Saves model (online and `target.*`), optimizer (via the step runner), scheduler (via
+        # the LRScheduler hook), grad scaler and iteration.
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    # ---------------------------------------------------------------- parts
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
+        """detectron2's build_model, then channels_last weights if MODEL.SOCO.CHANNELS_LAST."""
+        model = super().build_model(cfg)
+        if cfg.MODEL.SOCO.CHANNELS_LAST:
+            # A conv runs channels_last when its weight is; activations follow.
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        if is_pretraining(cfg):
+            from soco_d2.data.build import build_soco_pretrain_loader
+
+            return build_soco_pretrain_loader(cfg)
+        return super().build_train_loader(cfg)
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
+    ) -> DatasetEvaluator:
+        """An evaluator for ``dataset_name`` from its ``evaluator_type`` metadata.
+
+        Args:
+            cfg: the config (OUTPUT_DIR for COCO's result files).
+            dataset_name: a registered test dataset.
+            output_folder: where COCOEvaluator writes; default OUTPUT_DIR/inference.
+
+        Returns:
+            COCOEvaluator ("coco"), PascalVOCDetectionEvaluator ("pascal_voc") or
+            CityscapesInstanceEvaluator ("cityscapes_instance").
+        """
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        if evaluator_type == "coco":
+            return COCOEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type == "pascal_voc":
+            return PascalVOCDetectionEvaluator(dataset_name)
+        if evaluator_type == "cityscapes_instance":
+            return CityscapesInstanceEvaluator(dataset_name)
+        raise NotImplementedError(
+            f"No evaluator for dataset {dataset_name!r} with evaluator_type={evaluator_type!r}; "
+            "supported: coco, pascal_voc, cityscapes_instance"
+        )
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None) -> OrderedDict:
+        """Evaluate a detector on DATASETS.TEST; a no-op for pretraining architectures."""
+        if is_pretraining(cfg):
+            return OrderedDict()
+        return super().test(cfg, model, evaluators=evaluators)
+
+    def build_hooks(self) -> List[hooks.HookBase]:
+        """DefaultTrainer's hooks, plus per-iteration seeding first and the EMA target update
+        before the periodic checkpointer (so checkpoints hold the updated target)."""
+        ret = [h for h in super().build_hooks() if h is not None]
+        if self.cfg.SEED >= 0:
+            ret.insert(0, IterationSeedHook(self.cfg.SEED))
+        if hasattr(unwrap_model(self.model), "update_target"):
+            # Right after LRScheduler, before PreciseBN / checkpointer / eval / writers.
+            at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
+            ret.insert(at, TargetEMAHook(self.cfg.MODEL.SOCO.MOMENTUM))
+        return ret
+
+    # ---------------------------------------------------------------- loop
+    def run_step(self) -> None:
+        self._trainer.iter = self.iter
+        try:
+            self._trainer.run_step()
+        except NonFiniteLossError as e:
+            last = (
+                self.checkpointer.get_checkpoint_file()
+                if self.checkpointer.has_checkpoint()
+                else None
+            )
+            where = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"{e} Weights were not updated for this iteration and no checkpoint was saved "
+                f"for it; {where} (lower SOLVER.BASE_LR or enable gradient clipping, then "
+                "restart with --resume)."
+            ) from None

@@ -1,0 +1,32 @@
+"""tools/benchmark.py runs on the tiny config and reports its JSON fields (no timing asserts)."""
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool():
+    path = ROOT / "tools" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("soco_benchmark_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_reports_phases_floor_and_memory(capsys):
+    tool = _load_tool()
+    res = tool.main([
+        "--config-file", str(ROOT / "configs/pretrain/soco_R18_FPN_tiny.yaml"),
+        "--iters", "1", "--warmup", "0", "--batch", "2", "--threads", "1", "--device", "cpu",
+    ])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == json.loads(json.dumps(res))
+    for key in ("images_per_s", "s_per_iter", "peak_mem_gib", "outside_backbone_share",
+                "data_s", "forward_s", "backward_s", "optimizer_s", "floor_s_per_iter"):
+        assert key in last
+    parts = last["data_s"] + last["forward_s"] + last["backward_s"] + last["optimizer_s"]
+    assert abs(parts - last["s_per_iter"]) < 1e-9
+    assert abs(last["images_per_s"] * last["s_per_iter"] - 2) < 1e-9
+    assert 0.0 <= last["outside_backbone_share"] < 1.0
+    assert last["peak_mem_gib"] > 0.05 and last["batch"] == 2
