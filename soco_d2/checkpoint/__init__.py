@@ -1,1 +1,11 @@
-
+"""Turning pretraining checkpoints into detector weights (see :mod:`.convert`)."""
+from .convert import (  # noqa: F401
+    LAYOUTS,
+    ConversionResult,
+    UnknownLayoutError,
+    convert_checkpoint,
+    convert_state_dict,
+    detect_layout,
+    load_state_dict,
+    save_detectron2_weights,
+)

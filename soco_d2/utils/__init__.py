@@ -1,0 +1,1 @@
+"""Small helpers that are not part of a training path: result tables and plots."""

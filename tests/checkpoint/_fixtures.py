@@ -1,0 +1,106 @@
+"""Tiny detectron2 detectors and checkpoints in foreign key layouts, built for the tests."""
+import re
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+
+def tiny_cfg(arch: str = "fpn", depth: int = 18):
+    """A small GeneralizedRCNN config: R-18 or a narrow R-50, BN everywhere (FPN or C4)."""
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    if depth == 18:
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    else:  # bottleneck blocks (conv3, shortcut in res2) at a fraction of the width
+        cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 8
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 32
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    if arch == "fpn":
+        cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+        cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+        cfg.MODEL.FPN.OUT_CHANNELS = 32
+        cfg.MODEL.FPN.NORM = "BN"
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
+        cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+        cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+        cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+        cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+        cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 4
+        cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+        cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 32
+        cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
+        cfg.MODEL.ROI_BOX_HEAD.NORM = "BN"
+    return cfg
+
+
+def build_detector(arch: str = "fpn", depth: int = 18, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(tiny_cfg(arch, depth))
+    # randomise BN statistics too, so a stats mix-up would fail an equality check
+    for name, buf in model.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            buf.uniform_(0.5, 1.5)
+    return model
+
+
+def transferred_keys(state, arch: str):
+    """detectron2 keys a converted checkpoint must provide for this architecture."""
+    if arch == "fpn":
+        prefixes = ("backbone.", "roi_heads.box_head.")
+    else:
+        prefixes = ("backbone.", "roi_heads.res5.")
+    return {k for k in state if k.startswith(prefixes)}
+
+
+def _torchvision_resnet_name(key: str) -> str:
+    """detectron2 ResNet key without its prefix -> torchvision ResNet key."""
+    key = key.replace("stem.conv1.norm.", "bn1.").replace("stem.conv1.", "conv1.")
+    key = re.sub(r"^res(\d)", lambda m: f"layer{int(m.group(1)) - 1}", key)
+    key = key.replace("shortcut.norm.", "downsample.1.").replace("shortcut.", "downsample.0.")
+    return re.sub(r"conv(\d)\.norm\.", r"bn\1.", key)
+
+
+def to_official_soco(state, arch: str):
+    """Rename a detectron2 state dict into hologerry/SoCo names (inverse of the official map)."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith(("backbone.bottom_up.", "roi_heads.res5.")) or (
+            arch == "c4" and k.startswith("backbone.")
+        ):
+            sub = re.sub(r"^(backbone\.bottom_up\.|backbone\.|roi_heads\.)", "", k)
+            out["module.encoder." + _torchvision_resnet_name(sub)] = v
+        elif k.startswith("backbone.fpn_"):
+            m = re.match(r"backbone\.fpn_(lateral|output)(\d)\.(norm\.)?(.+)", k)
+            kind = "lateral_convs" if m.group(1) == "lateral" else "fpn_convs"
+            part = "bn" if m.group(3) else "conv"
+            out[f"module.neck.{kind}.{int(m.group(2)) - 2}.{part}.{m.group(4)}"] = v
+        elif k.startswith("roi_heads.box_head."):
+            sub = re.sub(r"conv(\d)\.norm\.", r"bn\1.", k[len("roi_heads.box_head.") :])
+            out["module.head." + sub] = v
+    # parts the official model has that do not transfer
+    out["module.projector.linear1.weight"] = torch.randn(8, 4)
+    out["module.predictor.linear1.weight"] = torch.randn(8, 4)
+    out["module.encoder_k.conv1.weight"] = torch.randn(2, 3, 1, 1)
+    if arch == "c4":
+        out["module.encoder.fc1.weight"] = torch.randn(8, 8)
+    return out
+
+
+def to_moco(state):
+    """Rename a detectron2 C4 ResNet into a MoCo ``module.encoder_q`` checkpoint."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith(("backbone.", "roi_heads.res5.")):
+            sub = re.sub(r"^(backbone\.|roi_heads\.)", "", k)
+            out["module.encoder_q." + _torchvision_resnet_name(sub)] = v
+            out["module.encoder_k." + _torchvision_resnet_name(sub)] = v + 1
+    out["module.encoder_q.fc.0.weight"] = torch.randn(8, 8)
+    out["module.encoder_q.fc.2.bias"] = torch.randn(4)
+    out["module.queue"] = torch.randn(4, 16)
+    return out

@@ -1,0 +1,86 @@
+"""End to end on tiny generated data: every real stage, an interruption, and a resume."""
+import json
+import os
+
+import pytest
+
+from soco_d2 import pipeline
+from soco_d2.pipeline import PipelineSpec, StageRunner, run_pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(REPO, "tools", "train_net.py")),
+    reason="tools/train_net.py (engine) not available",
+)
+
+TINY_PRETRAIN = [
+    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
+    "SOLVER.CHECKPOINT_PERIOD", "1", "INPUT.SOCO.VIEW_SIZES", "[64, 64, 32]",
+    "DATALOADER.NUM_WORKERS", "0",
+]
+TINY_FINETUNE = [
+    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "()",
+    "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+    "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+]
+
+
+def test_pipeline_tiny_run_resumes_after_interruption(tmp_path, monkeypatch):
+    root = tmp_path / "datasets"
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    demo = root / "demo"
+    spec = PipelineSpec(
+        output=str(tmp_path / "out"),
+        pretrain_config=os.path.join(REPO, "configs/demo/soco_R18_FPN_demo.yaml"),
+        finetune_config=os.path.join(REPO, "configs/demo/mask_rcnn_R18_FPN_demo.yaml"),
+        inits=["soco", "scratch"],
+        seeds=[0],
+        pretrain_opts=TINY_PRETRAIN,
+        finetune_opts=TINY_FINETUNE,
+        demo_data=dict(num_unlabeled=6, num_train=4, num_val=2, image_size=64),
+        proposals=(str(demo / "unlabeled"), str(demo / "proposals_unlabeled")),
+        selective_search_args=["--no-progress", "--min-side", "8"],
+        threads=1,
+    )
+    real_training = pipeline.run_training
+
+    def interrupted_training(config, output_dir, opts, log_path, threads=2):
+        if output_dir.endswith("scratch_seed0"):
+            # run one of the two iterations, then "crash": the stage must not be marked done
+            real_training(config, output_dir, [*opts, "SOLVER.MAX_ITER", "1"], log_path, threads)
+            raise KeyboardInterrupt("simulated interruption")
+        real_training(config, output_dir, opts, log_path, threads)
+
+    monkeypatch.setattr(pipeline, "run_training", interrupted_training)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(spec)
+    runner = StageRunner(spec.output)
+    done_first = ["data", "proposals", "pretrain", "convert", "finetune/soco_seed0",
+                  "evaluate/soco_seed0"]
+    assert all(runner.done(s) for s in done_first)
+    assert not runner.done("finetune/scratch_seed0")
+    mtimes = {s: os.path.getmtime(runner.marker(s)) for s in done_first}
+    n_events = len(runner.history())
+
+    monkeypatch.setattr(pipeline, "run_training", real_training)
+    results = run_pipeline(spec)
+    started = [e["stage"] for e in runner.history()[n_events:] if e["event"] == "started"]
+    assert started == ["finetune/scratch_seed0", "evaluate/scratch_seed0"]
+    assert {s: os.path.getmtime(runner.marker(s)) for s in done_first} == mtimes
+    # the interrupted fine-tune continued from its checkpoint instead of starting over
+    log = (tmp_path / "out/logs/finetune_scratch_seed0.log").read_text()
+    assert "Starting training from iteration 1" in log
+
+    with open(tmp_path / "out/results.json") as f:
+        saved = json.load(f)
+    assert set(saved) == {"soco", "scratch"}
+    for init in saved:
+        run = saved[init]["seed0"]
+        assert {"bbox", "segm"} <= set(run)
+        assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(run["bbox"])
+    assert results["soco"]["seed0"]["bbox"].keys() == saved["soco"]["seed0"]["bbox"].keys()
+    assert (tmp_path / "out/results.md").read_text().count("| soco |") == 2
+    assert (tmp_path / "out/plots/finetune_curves.png").stat().st_size > 0
+    assert (tmp_path / "out/plots/predictions.png").stat().st_size > 0
