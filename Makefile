@@ -23,6 +23,8 @@ bench: $(STAMP)
 	$(PYTHON) tools/benchmark.py --config-file configs/pretrain/soco_R50_FPN_100ep.yaml --iters 3 --batch 8
 
 bench-proposals: $(STAMP)
+	# the official pipeline's algorithm (AlpacaDB's selective search), measured side by side
+	$(PYTHON) -m pip install -q --no-deps selectivesearch==0.4
 	$(PYTHON) tools/benchmark_proposals.py
 
 bench-transfer: $(STAMP)

@@ -210,7 +210,10 @@ def run_selective_search(cfg: SearchConfig) -> dict:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             results = map(_process_chunk, tasks)
         else:
-            pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
+            # spawn, not fork: a forked child inherits OpenCV's (and torch's) thread-pool
+            # locks in whatever state the parent's threads held them, and can deadlock on its
+            # first parallel call (seen in the test suite after earlier cv2 use).
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
             results = pool.imap_unordered(_process_chunk, tasks)
         for res in results:
             if bar is not None:
