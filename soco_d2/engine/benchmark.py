@@ -3,7 +3,8 @@
 One measured step is: data (make a random mapper-shaped batch), forward (online + target),
 backward, optimizer (LARS step + EMA target update). The *floor* is the part no SoCo
 implementation can avoid: online backbone(+FPN) forward and backward plus the target
-backbone(+FPN) forward on every used view. ``outside_backbone_share = 1 - floor / step``.
+backbone(+FPN) forward on every used view (for C4, plus the res5 head on the boxes).
+``outside_backbone_share = 1 - floor / step``.
 
 Peak memory is the process's peak RSS on CPU (``ru_maxrss``, lifetime-wide: compare modes in
 fresh processes, as ``tools/benchmark.py --compare`` does) and ``max_memory_allocated`` on CUDA.
@@ -60,16 +61,29 @@ def _autocast(device: torch.device, amp_dtype):
 
 
 def _floor_step(model, batch: List[dict], used_views: List[int], amp_dtype, clock: _Clock):
-    """Online backbone fwd+bwd and target backbone fwd on every used view, nothing else."""
+    """Online backbone fwd+bwd and target backbone fwd on every used view, nothing else.
+
+    For C4 the res5 head over the pooled boxes is part of the floor too: it is the detector's
+    own last stage, which every C4 implementation must run on every box (REFERENCE.md measures
+    the official C4 step against this "res5 floor").
+    """
+    c4 = hasattr(model.roi_heads, "res5")
     with clock.phase("floor_forward"), _autocast(model.device, amp_dtype):
         total = 0.0
         for v in used_views:
             images = model.preprocess_view(batch, v)
             feats = model.backbone(images.tensor)
-            # A scalar touching every output so backward reaches the whole backbone/FPN.
-            total = total + sum(f.float().mean() for f in feats.values())
+            outs = list(feats.values())
             with torch.no_grad():
-                model.target["backbone"](images.tensor)
+                target_feats = model.target["backbone"](images.tensor)
+            if c4:
+                boxes = model.view_boxes(batch, v)
+                levels = model.roi_heads.assign_levels(boxes)
+                outs.append(model.roi_heads(feats, boxes, levels))
+                with torch.no_grad():
+                    model.target["roi_heads"](target_feats, boxes, levels)
+            # A scalar touching every output so backward reaches the whole floor network.
+            total = total + sum(f.float().mean() for f in outs)
     with clock.phase("floor_backward"):
         total.backward()
     model.zero_grad(set_to_none=True)
