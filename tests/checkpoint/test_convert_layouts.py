@@ -15,8 +15,7 @@ from soco_d2.checkpoint import (
     detect_layout,
 )
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _fixtures import build_detector, to_moco, to_official_soco, transferred_keys  # noqa: E402
+from _fixtures import build_detector, to_moco, to_official_soco, transferred_keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

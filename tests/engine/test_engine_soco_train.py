@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.engine import HookBase
 
 import soco_d2  # noqa: F401  (registers SoCo)
 from soco_d2.data.proposals.cache import write_cache
 from soco_d2.engine import Trainer, load_cfg
+from _hooks import KillAfter
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs/pretrain/soco_R18_FPN_tiny.yaml")
 
@@ -97,14 +97,6 @@ def test_few_iterations_reduce_loss_on_fixed_batch(image_folder, tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-class _KillAfter(HookBase):
-    def __init__(self, iteration):
-        self.iteration = iteration
-
-    def after_step(self):
-        if self.trainer.iter == self.iteration:
-            raise KeyboardInterrupt("killed")
-
 
 def test_resume_after_kill_matches_uninterrupted(image_folder, tmp_path):
     full = FixedBatchTrainer(_cfg(image_folder, tmp_path / "full", "SOLVER.MAX_ITER", "4"))
@@ -113,7 +105,7 @@ def test_resume_after_kill_matches_uninterrupted(image_folder, tmp_path):
 
     cfg = _cfg(image_folder, tmp_path / "split", "SOLVER.MAX_ITER", "4")
     killed = FixedBatchTrainer(cfg)
-    killed.register_hooks([_KillAfter(1)])
+    killed.register_hooks([KillAfter(1)])
     killed.resume_or_load(resume=False)
     with pytest.raises(KeyboardInterrupt):
         killed.train()

@@ -6,13 +6,13 @@ import os
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.engine import HookBase
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from soco_d2.config import add_soco_config
 from soco_d2.engine import NonFiniteLossError, TargetEMAHook, Trainer
+from _hooks import KillAfter
 
 
 def _cosine(base: float, it: int, max_iter: int) -> float:
@@ -123,22 +123,12 @@ def test_ema_hook_default_momentum_is_the_models_cosine():
     assert hook._momentum_fn is None  # resolved lazily in before_train
 
 
-class _KillAfter(HookBase):
-    """Raises after the given iteration's hooks (checkpoint included) ran, like a kill."""
-
-    def __init__(self, iteration):
-        self.iteration = iteration
-
-    def after_step(self):
-        if self.trainer.iter == self.iteration:
-            raise KeyboardInterrupt("killed")
-
 
 def test_resume_2_plus_2_equals_4(tmp_path):
     full = _run(_cfg(tmp_path / "full"))
     cfg_split = _cfg(tmp_path / "split")
     killed = ToyTrainer(cfg_split)
-    killed.register_hooks([_KillAfter(1)])
+    killed.register_hooks([KillAfter(1)])
     killed.resume_or_load(resume=False)
     with pytest.raises(KeyboardInterrupt):
         killed.train()
