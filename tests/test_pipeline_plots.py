@@ -39,6 +39,27 @@ def test_training_curves_png(tmp_path):
     assert plot_training_curves(missing, str(tmp_path / "n.png")) is None
 
 
+def test_training_curves_draw_weight_drift_when_logged(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    plain, drift = tmp_path / "plain.json", tmp_path / "drift.json"
+    _write_metrics(plain, range(0, 100, 10))
+    _write_metrics(drift, range(0, 100, 10))
+    rows = [json.loads(line) for line in open(drift)]
+    with open(drift, "w") as f:
+        for r in rows:
+            f.write(json.dumps(dict(r, weight_drift=0.002 * r["iteration"])) + "\n")
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_training_curves({"pre": str(plain)}, str(tmp_path / "plain.png"))
+    plot_training_curves({"pre": str(drift)}, str(tmp_path / "drift.png"))
+    assert len(figures[0].axes) == 2
+    twin = figures[1].axes[2]  # the drift axis shares the learning-rate panel
+    (line,) = twin.get_lines()
+    assert list(line.get_ydata()) == [0.002 * i for i in range(0, 100, 10)]
+    assert line.get_linestyle() == "--"
+
+
 def test_prediction_grid_draws_gt_and_predictions(tmp_path):
     files = []
     for i in range(2):

@@ -1,5 +1,5 @@
 """Training engine: one Trainer for pretraining and fine-tuning, hooks, config setup."""
-from .hooks import IterationSeedHook, TargetEMAHook
+from .hooks import IterationSeedHook, TargetEMAHook, WeightDriftHook
 from .setup import count_train_images, load_cfg, setup_cfg
 from .train_loop import NonFiniteLossError, build_step_runner
 from .trainer import PRETRAIN_META_ARCHITECTURES, Trainer, is_pretraining
@@ -11,6 +11,7 @@ __all__ = [
     "count_train_images",
     "TargetEMAHook",
     "IterationSeedHook",
+    "WeightDriftHook",
     "NonFiniteLossError",
     "build_step_runner",
     "PRETRAIN_META_ARCHITECTURES",

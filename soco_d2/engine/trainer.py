@@ -34,7 +34,7 @@ from detectron2.utils.logger import setup_logger
 
 from soco_d2.solver import build_optimizer
 
-from .hooks import IterationSeedHook, TargetEMAHook, unwrap_model
+from .hooks import IterationSeedHook, TargetEMAHook, WeightDriftHook, unwrap_model
 from .train_loop import NonFiniteLossError, build_step_runner
 
 __all__ = ["Trainer", "PRETRAIN_META_ARCHITECTURES", "is_pretraining"]
@@ -150,8 +150,9 @@ class Trainer(DefaultTrainer):
         return super().test(cfg, model, evaluators=evaluators)
 
     def build_hooks(self) -> List[hooks.HookBase]:
-        """DefaultTrainer's hooks, plus per-iteration seeding first and the EMA target update
-        before the periodic checkpointer (so checkpoints hold the updated target)."""
+        """DefaultTrainer's hooks, plus per-iteration seeding first, and for pretraining the EMA
+        target update before the periodic checkpointer (so checkpoints hold the updated target)
+        and the weight-drift measurement before the writers."""
         ret = [h for h in super().build_hooks() if h is not None]
         if self.cfg.SEED >= 0:
             ret.insert(0, IterationSeedHook(self.cfg.SEED))
@@ -159,6 +160,7 @@ class Trainer(DefaultTrainer):
             # Right after LRScheduler, before PreciseBN / checkpointer / eval / writers.
             at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
             ret.insert(at, TargetEMAHook(self.cfg.MODEL.SOCO.MOMENTUM))
+            ret.insert(at + 1, WeightDriftHook(period=20))
         return ret
 
     # ---------------------------------------------------------------- loop

@@ -43,7 +43,8 @@ def plot_training_curves(
     title: str = "",
     loss_keys: Optional[Sequence[str]] = None,
 ) -> Optional[str]:
-    """Loss and learning-rate curves of one or more runs.
+    """Loss and learning-rate curves of one or more runs, with the weight drift of pretraining
+    runs (``weight_drift`` in metrics.json) on a second axis of the learning-rate panel.
 
     Args:
         runs: label -> path of a ``metrics.json``; missing files are skipped.
@@ -59,6 +60,7 @@ def plot_training_curves(
     if not data:
         return None
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_drift = None
     for label, rows in data.items():
         keys = loss_keys
         if keys is None:
@@ -75,11 +77,21 @@ def plot_training_curves(
         if lr:
             x, y = zip(*lr)
             ax_lr.plot(x, y, label=label, lw=1.2)
+        drift = [(r["iteration"], r["weight_drift"]) for r in rows if "weight_drift" in r]
+        if drift:  # pretraining runs (soco_d2.engine.WeightDriftHook)
+            if ax_drift is None:
+                ax_drift = ax_lr.twinx()
+                ax_drift.set_ylabel("weight drift ||w - w0|| / ||w0|| (dashed)")
+            x, y = zip(*drift)
+            ax_drift.plot(x, y, ls="--", lw=1.2, label=f"{label} weight drift")
     ax_loss.set(xlabel="iteration", ylabel="loss", title="losses")
-    ax_lr.set(xlabel="iteration", ylabel="learning rate", title="learning rate")
+    title_lr = "learning rate" if ax_drift is None else "learning rate and weight drift"
+    ax_lr.set(xlabel="iteration", ylabel="learning rate", title=title_lr)
     for ax in (ax_loss, ax_lr):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    if ax_drift is not None:
+        ax_drift.legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

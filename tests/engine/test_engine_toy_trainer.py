@@ -123,6 +123,26 @@ def test_ema_hook_default_momentum_is_the_models_cosine():
     assert hook._momentum_fn is None  # resolved lazily in before_train
 
 
+def _drift_weights(model):
+    return [p.detach().clone() for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+
+
+@pytest.mark.parametrize("trust,warns", [(1e-6, True), (1.0, False)])
+def test_weight_drift_is_logged_and_a_run_that_barely_moved_warns(tmp_path, caplog, trust, warns):
+    trainer = ToyTrainer(_cfg(tmp_path, LARS_TRUST=trust))
+    trainer.resume_or_load(resume=False)
+    before = _drift_weights(trainer.model)
+    assert len(before) == 2  # the online Linear weights; the frozen target is not tracked
+    with caplog.at_level("WARNING", logger="soco_d2.engine.hooks"):
+        trainer.train()
+    after = _drift_weights(trainer.model)
+    moved = sum(float((a - b).pow(2).sum()) for a, b in zip(after, before))
+    expected = math.sqrt(moved / sum(float(b.pow(2).sum()) for b in before))
+    logged = trainer.storage.history("weight_drift").values()
+    assert logged[-1] == (pytest.approx(expected, rel=1e-5), 3)
+    assert (expected < 0.05) == warns
+    assert any("barely changed" in r.getMessage() for r in caplog.records) == warns
+
 
 def test_resume_2_plus_2_equals_4(tmp_path):
     full = _run(_cfg(tmp_path / "full"))
