@@ -43,25 +43,25 @@ def test_probe_weights_on_a_detector_counts_boxes_and_sees_the_weights(tmp_path)
         os.path.join(REPO, "configs/demo/mask_rcnn_R18_FPN_demo.yaml"),
         ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96"],
     )
-    random_init = probe_weights(cfg, "", train, val)
+    # The random init saved as is and with fc1 scaled by 10: relu(10 z) = 10 relu(z), so the
+    # scaled weights' features are exactly 10x.
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    state = model.state_dict()
+    torch.save({"model": {k: v.clone() for k, v in state.items()}}, str(tmp_path / "same.pth"))
+    for k in ("roi_heads.box_head.fc1.weight", "roi_heads.box_head.fc1.bias"):
+        state[k] = state[k] * 10
+    torch.save({"model": state}, str(tmp_path / "scaled.pth"))
+    random_init, same, scaled = probe_weights(
+        cfg, ["", str(tmp_path / "same.pth"), str(tmp_path / "scaled.pth")], train, val
+    )
     with open(f"{ann}/instances_train.json") as f:
         assert random_init["train_boxes"] == len(json.load(f)["annotations"])
     with open(f"{ann}/instances_val.json") as f:
         assert random_init["test_boxes"] == len(json.load(f)["annotations"])
     assert 0.0 <= random_init["probe_accuracy"] <= 1.0
     assert 1.0 <= random_init["effective_rank"] <= cfg.MODEL.ROI_BOX_HEAD.FC_DIM
-
-    # The same init with fc1 scaled by 10: relu(10 z) = 10 relu(z), so the features scale by 10.
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    state = model.state_dict()
-    for k in ("roi_heads.box_head.fc1.weight", "roi_heads.box_head.fc1.bias"):
-        state[k] = state[k] * 10
-    path = str(tmp_path / "scaled.pth")
-    torch.save({"model": state}, path)
-    unscaled = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.save({"model": unscaled}, str(tmp_path / "same.pth"))
-    same = probe_weights(cfg, str(tmp_path / "same.pth"), train, val)
-    scaled = probe_weights(cfg, path, train, val)
+    # "" builds the same seeded init that was saved: loading it changes nothing.
+    assert same == pytest.approx(random_init, rel=1e-6)
     assert scaled["feature_l2"] == pytest.approx(10 * same["feature_l2"], rel=1e-4)
     assert scaled["effective_rank"] == pytest.approx(same["effective_rank"], rel=1e-3)

@@ -33,9 +33,7 @@ def main(argv=None) -> None:
     cfg = load_cfg(args.config_file, args.opts)
     train = args.train or cfg.DATASETS.TRAIN[0]
     test = args.test or cfg.DATASETS.TEST[0]
-    for weights in args.weights:
-        torch.manual_seed(0)  # the random init and the heads the weights leave out
-        result = probe_weights(cfg, weights, train, test)
+    for weights, result in zip(args.weights, probe_weights(cfg, args.weights, train, test)):
         print(json.dumps({"weights": weights or "random init", "train": train, "test": test,
                           **{k: round(v, 4) if isinstance(v, float) else v
                              for k, v in result.items()}}))

@@ -111,6 +111,11 @@ class IterationSeedHook(HookBase):
         seed_all_rng(iteration_seed(self._seed, self.trainer.iter, comm.get_rank()))
 
 
+def _sum_of_squares(tensors) -> torch.Tensor:
+    """sum of x**2 over all tensors, in fp32, as one tensor (one device sync when read)."""
+    return torch.stack([t.float().pow(2).sum() for t in tensors]).sum()
+
+
 class WeightDriftHook(HookBase):
     """Log how far the weights moved from where this run started, as ``weight_drift``.
 
@@ -134,6 +139,7 @@ class WeightDriftHook(HookBase):
         self._period = max(1, int(period))
         self._warn_below = float(warn_below)
         self._initial = None
+        self._initial_norm_sq = 0.0
         self._start_iter = 0
 
     def _tracked(self):
@@ -143,16 +149,16 @@ class WeightDriftHook(HookBase):
     def before_train(self) -> None:
         self._start_iter = self.trainer.iter
         self._initial = [p.detach().clone() for p in self._tracked()]
+        if self._initial:
+            self._initial_norm_sq = float(_sum_of_squares(self._initial))
 
     @torch.no_grad()
     def drift(self) -> float:
         """``||w - w0|| / ||w0||`` now (0.0 before training started)."""
         if not self._initial:
             return 0.0
-        pairs = zip(self._tracked(), self._initial)
-        moved = sum(float((p - p0).float().pow(2).sum()) for p, p0 in pairs)
-        norm = sum(float(p0.float().pow(2).sum()) for p0 in self._initial)
-        return (moved / max(norm, 1e-30)) ** 0.5
+        moved = _sum_of_squares([p - p0 for p, p0 in zip(self._tracked(), self._initial)])
+        return (float(moved) / max(self._initial_norm_sq, 1e-30)) ** 0.5
 
     def after_step(self) -> None:
         it = self.trainer.iter

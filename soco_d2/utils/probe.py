@@ -7,9 +7,9 @@ L2 norm: a pretraining that degenerated shows a collapsed rank or a box head who
 far larger than a random init's, which fine-tuning then has to undo.
 
     from soco_d2.utils.probe import probe_weights
-    probe_weights(cfg, "pretrain/model_converted.pkl", "soco_demo_train", "soco_demo_val")
+    probe_weights(cfg, ["", "pretrain/model_converted.pkl"], "soco_demo_train", "soco_demo_val")
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -23,19 +23,23 @@ __all__ = ["box_features", "ridge_probe", "effective_rank", "probe_weights"]
 
 @torch.no_grad()
 def box_features(
-    model: torch.nn.Module, dataset_dicts: List[Dict], cfg, batch_size: int = 4
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Head features of every ground-truth box, in eval mode.
+    models: Sequence[torch.nn.Module], dataset_dicts: List[Dict], cfg, batch_size: int = 4
+) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """Head features of every ground-truth box under each model, in eval mode.
+
+    The images are read and resized once, batch by batch, and run through every model, so
+    comparing several weights costs one pass over the data and holds one batch of images.
 
     Args:
-        model: a ``GeneralizedRCNN`` with ``StandardROIHeads`` (``box_head``) or
-            ``Res5ROIHeads`` (``res5``).
+        models: ``GeneralizedRCNN`` s with ``StandardROIHeads`` (``box_head``) or
+            ``Res5ROIHeads`` (``res5``), all built from ``cfg``.
         dataset_dicts: detectron2 dataset dicts with ``annotations``.
-        cfg: the detector's config (input format and test size).
+        cfg: the detectors' config (input format and test size).
         batch_size: images per forward.
 
     Returns:
-        (B, D) float features and (B,) int64 class ids, in dataset order.
+        per model a (B, D) float tensor of features, and the (B,) int64 class ids, in dataset
+        order.
     """
     mapper = DatasetMapper(
         cfg,
@@ -44,28 +48,35 @@ def box_features(
         use_instance_mask=False,
         recompute_boxes=False,
     )
-    model.eval()
-    heads = model.roi_heads
-    feats, labels = [], []
-    items = [mapper(d) for d in dataset_dicts]
-    items = [d for d in items if len(d["instances"])]
-    for i in range(0, len(items), batch_size):
-        batch = items[i : i + batch_size]
-        images = model.preprocess_image(batch)
-        features = model.backbone(images.tensor)
-        boxes = [Boxes(d["instances"].gt_boxes.tensor.to(model.device)) for d in batch]
-        levels = [features[f] for f in heads.in_features]
-        if hasattr(heads, "box_head"):
-            h = heads.box_head(heads.box_pooler(levels, boxes)).flatten(1)
-        elif hasattr(heads, "res5"):
-            h = heads._shared_roi_transform(levels, boxes).mean(dim=(2, 3))
-        else:
-            raise TypeError(f"{type(heads).__name__} has neither box_head nor res5")
-        feats.append(h.float().cpu())
+    for model in models:
+        model.eval()
+    feats: List[List[torch.Tensor]] = [[] for _ in models]
+    labels: List[int] = []
+    for i in range(0, len(dataset_dicts), batch_size):
+        batch = [mapper(d) for d in dataset_dicts[i : i + batch_size]]
+        batch = [d for d in batch if len(d["instances"])]
+        if not batch:
+            continue
+        for model, out in zip(models, feats):
+            out.append(_head_features(model, batch).float().cpu())
         labels += [c for d in batch for c in d["instances"].gt_classes.tolist()]
-    if not feats:
+    if not labels:
         raise ValueError("no image with ground-truth boxes in the dataset")
-    return torch.cat(feats), torch.tensor(labels, dtype=torch.int64)
+    return [torch.cat(f) for f in feats], torch.tensor(labels, dtype=torch.int64)
+
+
+def _head_features(model: torch.nn.Module, batch: List[Dict]) -> torch.Tensor:
+    """(B, D) box-head (FPN) or pooled res5 (C4) features of the batch's ground-truth boxes."""
+    heads = model.roi_heads
+    images = model.preprocess_image(batch)
+    features = model.backbone(images.tensor)
+    boxes = [Boxes(d["instances"].gt_boxes.tensor.to(model.device)) for d in batch]
+    levels = [features[f] for f in heads.in_features]
+    if hasattr(heads, "box_head"):
+        return heads.box_head(heads.box_pooler(levels, boxes)).flatten(1)
+    if hasattr(heads, "res5"):
+        return heads._shared_roi_transform(levels, boxes).mean(dim=(2, 3))
+    raise TypeError(f"{type(heads).__name__} has neither box_head nor res5")
 
 
 def ridge_probe(
@@ -103,22 +114,36 @@ def effective_rank(x: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
 
 
-def probe_weights(cfg, weights: str, train_dataset: str, test_dataset: str) -> Dict[str, float]:
-    """Build the detector of ``cfg``, load ``weights`` ("" = random init) and probe it.
+def probe_weights(
+    cfg, weights: Sequence[str], train_dataset: str, test_dataset: str
+) -> List[Dict[str, float]]:
+    """Build the detector of ``cfg`` once per entry of ``weights`` ("" = random init), load it,
+    and probe all of them over one pass of each dataset.
+
+    Every model is built right after ``torch.manual_seed(0)``, so the random init and the
+    layers a weights file leaves out are the same for every entry and every call.
 
     Returns:
-        ``probe_accuracy`` (ridge on box features, train -> test), ``effective_rank`` and
-        ``feature_l2`` (mean L2 norm) of the test boxes' features, and the box counts.
+        per weights entry: ``probe_accuracy`` (ridge on box features, train -> test),
+        ``effective_rank`` and ``feature_l2`` (mean L2 norm) of the test boxes' features, and
+        the box counts.
     """
-    model = build_model(cfg)
-    if weights:
-        DetectionCheckpointer(model).load(weights)
-    x_train, y_train = box_features(model, DatasetCatalog.get(train_dataset), cfg)
-    x_test, y_test = box_features(model, DatasetCatalog.get(test_dataset), cfg)
-    return {
-        "probe_accuracy": ridge_probe(x_train, y_train, x_test, y_test),
-        "effective_rank": effective_rank(x_test),
-        "feature_l2": float(x_test.norm(dim=1).mean()),
-        "train_boxes": int(len(y_train)),
-        "test_boxes": int(len(y_test)),
-    }
+    models = []
+    for path in weights:
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        if path:
+            DetectionCheckpointer(model).load(path)
+        models.append(model)
+    x_train, y_train = box_features(models, DatasetCatalog.get(train_dataset), cfg)
+    x_test, y_test = box_features(models, DatasetCatalog.get(test_dataset), cfg)
+    return [
+        {
+            "probe_accuracy": ridge_probe(tr, y_train, te, y_test),
+            "effective_rank": effective_rank(te),
+            "feature_l2": float(te.norm(dim=1).mean()),
+            "train_boxes": int(len(y_train)),
+            "test_boxes": int(len(y_test)),
+        }
+        for tr, te in zip(x_train, x_test)
+    ]
