@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(root, "demo"))
     parser.add_argument("--num-unlabeled", type=int, default=600)
     parser.add_argument("--num-train", type=int, default=120)
-    parser.add_argument("--num-val", type=int, default=80)
+    parser.add_argument("--num-val", type=int, default=480)
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--max-objects", type=int, default=5)
     parser.add_argument("--num-classes", type=int, default=6)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from soco_d2 import pipeline
+from soco_d2.checkpoint import GROUPS
 from soco_d2.pipeline import PipelineSpec, StageRunner, parse_init, run_pipeline
 from soco_d2.utils.results import compare, results_table, summarize
 
@@ -139,6 +140,25 @@ def test_training_command_resumes(tmp_path, monkeypatch):
     assert cmd[cmd.index("OUTPUT_DIR") + 1] == str(tmp_path / "run") and cmd[-2:] == ["SEED", "3"]
 
 
+def test_transfer_groups_reach_the_converted_weights(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(pipeline, "run_training", FakeTraining())
+    monkeypatch.setattr(pipeline, "evaluate", _fake_evaluate)
+    spec = PipelineSpec(
+        output=str(tmp_path / "out"), pretrain_config="pre.yaml", finetune_config="ft.yaml",
+        inits=["soco"], seeds=[0], plots=False, transfer=["backbone", "fpn"],
+    )
+    run_pipeline(spec)
+    with open(tmp_path / "out/pretrain/model_converted.pkl", "rb") as f:
+        keys = set(pickle.load(f)["model"])
+    assert keys == {"backbone.bottom_up.stem.conv1.weight", "backbone.fpn_lateral2.weight"}
+    # the same output asked for other groups: a clear error, not a silent reuse
+    spec.transfer = ["backbone", "fpn", "box_head"]
+    with pytest.raises(ValueError, match="converted the groups"):
+        run_pipeline(spec)
+
+
 def test_failed_command_reports_log_tail(tmp_path):
     import sys
 
@@ -167,6 +187,17 @@ def test_cli_preset_and_overrides(monkeypatch, tmp_path):
     assert spec.proposals[1] == str(tmp_path / "ds/demo/proposals_unlabeled")
     assert os.path.isfile(spec.pretrain_config) and os.path.isfile(spec.finetune_config)
     args = cli.get_parser().parse_args(["--preset", "demo", "--output", "o", "--seeds", "2"])
-    assert cli.build_spec(args).seeds == [0, 1]
+    demo = cli.build_spec(args)
+    assert demo.seeds == [0, 1]
+    # the bench fine-tunes twice as long as the demo, from the same pretraining
+    from soco_d2.engine import load_cfg
+
+    assert demo.pretrain_config == spec.pretrain_config
+    assert load_cfg(demo.finetune_config, []).SOLVER.MAX_ITER == 400
+    assert load_cfg(spec.finetune_config, []).SOLVER.MAX_ITER == 800
     with pytest.raises(SystemExit):
         cli.build_spec(cli.get_parser().parse_args(["--output", "o", "--inits", "scratch"]))
+    args = ["--preset", "demo", "--output", "o", "--transfer", "backbone, fpn,box_head"]
+    assert cli.build_spec(cli.get_parser().parse_args(args)).transfer == list(GROUPS)
+    with pytest.raises(SystemExit):
+        cli.build_spec(cli.get_parser().parse_args([*args[:-1], "backbone,neck"]))

@@ -3,6 +3,7 @@
 
 Usage:
     tools/convert_pretrained.py IN OUT [--arch auto|fpn|c4] [--layout soco_d2|soco_official|moco]
+        [--groups backbone,fpn,box_head]
 
 IN is a soco_d2 pretraining checkpoint (``model_final.pth``), an official SoCo checkpoint
 (``module.encoder/neck/head``) or a MoCo-style ResNet checkpoint (``module.encoder_q``).
@@ -11,7 +12,7 @@ OUT loads with ``MODEL.WEIGHTS OUT`` in any detectron2 config of the matching ar
 import argparse
 import sys
 
-from soco_d2.checkpoint import LAYOUTS, UnknownLayoutError, convert_checkpoint
+from soco_d2.checkpoint import GROUPS, LAYOUTS, UnknownLayoutError, convert_checkpoint
 
 
 def main(argv=None) -> int:
@@ -27,15 +28,25 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--layout", default=None, choices=[lay.name for lay in LAYOUTS], help="skip detection"
     )
+    parser.add_argument(
+        "--groups",
+        default=",".join(GROUPS),
+        help="comma-separated groups to transfer (default: all); the others stay random in "
+        "the detector",
+    )
     args = parser.parse_args(argv)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     try:
-        result = convert_checkpoint(args.input, args.output, layout=args.layout, arch=args.arch)
-    except (UnknownLayoutError, FileNotFoundError) as e:
+        result = convert_checkpoint(
+            args.input, args.output, layout=args.layout, arch=args.arch, groups=groups
+        )
+    except (UnknownLayoutError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"layout: {result.layout}, detector: {result.arch}")
     for group, n in result.counts.items():
-        print(f"  {group:<9} {n:5d} tensors")
+        note = "" if group in groups else " (not transferred)"
+        print(f"  {group:<9} {n:5d} tensors{note}")
     print(f"  dropped   {len(result.dropped):5d} tensors (target, projector, predictor, ...)")
     print(f"wrote {args.output}")
     return 0

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import sys
 
+from soco_d2.checkpoint import GROUPS
 from soco_d2.pipeline import PRESETS, PipelineSpec, run_pipeline
 
 
@@ -27,6 +28,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="number of fine-tune seeds (0..N-1)")
     p.add_argument("--proposals", nargs=2, metavar=("IMAGE_DIR", "CACHE"),
                    help="run selective search on IMAGE_DIR into CACHE unless CACHE exists")
+    p.add_argument("--transfer", help="comma-separated groups the conversions keep "
+                   "(backbone,fpn,box_head; default: the preset's, else all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--pretrain-opts", nargs="+", default=[], metavar="KEY VALUE",
@@ -48,6 +51,8 @@ def build_spec(args: argparse.Namespace) -> PipelineSpec:
         fields["seeds"] = list(range(args.seeds))
     if args.proposals:
         fields["proposals"] = tuple(args.proposals)
+    if args.transfer:
+        fields["transfer"] = [g.strip() for g in args.transfer.split(",") if g.strip()]
     spec = PipelineSpec(
         output=args.output,
         threads=args.threads,
@@ -60,6 +65,9 @@ def build_spec(args: argparse.Namespace) -> PipelineSpec:
         raise SystemExit("error: --finetune-config (or --preset) is required")
     if "soco" in spec.inits and not spec.pretrain_config:
         raise SystemExit("error: init 'soco' needs --pretrain-config (or --preset)")
+    unknown = sorted(set(spec.transfer) - set(GROUPS))
+    if unknown or not spec.transfer:
+        raise SystemExit(f"error: --transfer takes groups of {','.join(GROUPS)}, got {unknown}")
     for opts in (spec.pretrain_opts, spec.finetune_opts):
         if len(opts) % 2:
             raise SystemExit(f"error: overrides must be KEY VALUE pairs, got {opts}")

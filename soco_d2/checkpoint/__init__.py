@@ -1,5 +1,6 @@
 """Turning pretraining checkpoints into detector weights (see :mod:`.convert`)."""
 from .convert import (  # noqa: F401
+    GROUPS,
     LAYOUTS,
     ConversionResult,
     UnknownLayoutError,

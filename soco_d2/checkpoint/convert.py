@@ -25,12 +25,13 @@ import os
 import pickle
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 __all__ = [
+    "GROUPS",
     "ConversionResult",
     "Layout",
     "LAYOUTS",
@@ -44,6 +45,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# The transferable groups, in the order a detector consumes them.
 GROUPS = ("backbone", "fpn", "box_head")
 
 
@@ -209,7 +211,10 @@ def _resolve_arch(keys: List[str], layout: Layout, arch: str) -> str:
 
 
 def convert_state_dict(
-    state: Mapping[str, torch.Tensor], layout: Optional[str] = None, arch: str = "auto"
+    state: Mapping[str, torch.Tensor],
+    layout: Optional[str] = None,
+    arch: str = "auto",
+    groups: Sequence[str] = GROUPS,
 ) -> ConversionResult:
     """Rename the transferable tensors of a pretraining state dict into detectron2 keys.
 
@@ -217,10 +222,15 @@ def convert_state_dict(
         state: input state dict (name -> tensor or array).
         layout: a name from :data:`LAYOUTS`, or None to detect it.
         arch: ``"fpn"``, ``"c4"`` or ``"auto"`` (FPN when the input has FPN keys).
+        groups: the groups of :data:`GROUPS` to transfer; tensors of the others are dropped
+            (e.g. ``("backbone", "fpn")`` leaves the box head randomly initialised).
 
     Returns:
-        the converted weights, with per-group counts.
+        the converted weights, with per-group counts (0 for a group not transferred).
     """
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown or not groups:
+        raise ValueError(f"groups must be a non-empty subset of {GROUPS}, got {tuple(groups)}")
     keys = list(state.keys())
     if layout is None:
         lay = detect_layout(keys)
@@ -235,7 +245,7 @@ def convert_state_dict(
     dropped = []
     for key in keys:
         mapped = lay.map_key(key, arch)
-        if mapped is None:
+        if mapped is None or mapped[0] not in groups:
             dropped.append(key)
             continue
         group, new_key = mapped
@@ -245,7 +255,8 @@ def convert_state_dict(
         counts[group] += 1
     if not model:
         raise UnknownLayoutError(
-            f"layout {lay.name} matched but no tensor is transferable for arch {arch}"
+            f"layout {lay.name} matched but no tensor is transferable for arch {arch} "
+            f"and groups {tuple(groups)}"
         )
     return ConversionResult(model=model, counts=counts, layout=lay.name, arch=arch, dropped=dropped)
 
@@ -261,10 +272,17 @@ def save_detectron2_weights(result: ConversionResult, path: str) -> None:
 
 
 def convert_checkpoint(
-    src: str, dst: str, layout: Optional[str] = None, arch: str = "auto"
+    src: str,
+    dst: str,
+    layout: Optional[str] = None,
+    arch: str = "auto",
+    groups: Sequence[str] = GROUPS,
 ) -> ConversionResult:
-    """Convert the checkpoint file ``src`` into detectron2 weights at ``dst`` (.pkl)."""
-    result = convert_state_dict(load_state_dict(src), layout=layout, arch=arch)
+    """Convert the checkpoint file ``src`` into detectron2 weights at ``dst`` (.pkl).
+
+    Arguments after ``dst`` are those of :func:`convert_state_dict`.
+    """
+    result = convert_state_dict(load_state_dict(src), layout=layout, arch=arch, groups=groups)
     save_detectron2_weights(result, dst)
     logger.info(
         "converted %s (%s layout, %s): %s -> %s",

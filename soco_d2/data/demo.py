@@ -238,7 +238,7 @@ def generate_demo_dataset(
     out: str,
     num_unlabeled: int = 600,
     num_train: int = 120,
-    num_val: int = 80,
+    num_val: int = 480,
     image_size: int = 160,
     max_objects: int = 5,
     num_classes: int = 6,

@@ -137,3 +137,25 @@ def test_cli_prints_counts_per_group(tmp_path):
     n_bb = sum(k.startswith("backbone.bottom_up.") for k in source)
     n_dropped = len(_soco_d2_checkpoint(source, "fpn")["model"]) - n_bb - n_fpn - n_head
     assert counts == {"backbone": n_bb, "fpn": n_fpn, "box_head": n_head, "dropped": n_dropped}
+
+
+def test_groups_leave_the_others_out(tmp_path):
+    source = build_detector("fpn", 18).state_dict()
+    ckpt = tmp_path / "model_final.pth"
+    torch.save(_soco_d2_checkpoint(source, "fpn"), ckpt)
+    state = _soco_d2_checkpoint(source, "fpn")["model"]
+    full = convert_state_dict(state)
+    part = convert_state_dict(state, groups=("backbone", "fpn"))
+    assert part.counts["box_head"] == 0 and full.counts["box_head"] > 0
+    assert set(part.model) == {k for k in full.model if not k.startswith("roi_heads.box_head.")}
+    assert len(part.dropped) == len(full.dropped) + full.counts["box_head"]
+    with pytest.raises(ValueError, match="subset of"):
+        convert_state_dict(state, groups=("neck",))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools/convert_pretrained.py"), str(ckpt),
+         str(tmp_path / "out.pkl"), "--groups", "backbone,fpn"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "box_head      0 tensors (not transferred)" in proc.stdout
