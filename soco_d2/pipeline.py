@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from soco_d2.checkpoint import GROUPS
+from soco_d2.checkpoint import GROUPS, check_groups
 from soco_d2.utils.results import format_console, results_table, write_json_atomic
 
 __all__ = ["PipelineSpec", "StageRunner", "parse_init", "run_pipeline", "run_training"]
@@ -199,6 +199,7 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
     stages = StageRunner(out)
     logs = os.path.join(out, "logs")
     inits = [parse_init(i) for i in spec.inits]
+    check_groups(spec.transfer)  # before the pretraining, not after it
 
     if spec.demo_data is not None:
         stages.run("data", lambda: _generate_demo(spec.demo_data))

@@ -157,6 +157,13 @@ def test_transfer_groups_reach_the_converted_weights(tmp_path, monkeypatch):
     spec.transfer = ["backbone", "fpn", "box_head"]
     with pytest.raises(ValueError, match="converted the groups"):
         run_pipeline(spec)
+    # an unknown group fails before the pretraining, not after it
+    fake = FakeTraining()
+    monkeypatch.setattr(pipeline, "run_training", fake)
+    spec.output, spec.transfer = str(tmp_path / "other"), ["backbone", "neck"]
+    with pytest.raises(ValueError, match="subset of"):
+        run_pipeline(spec)
+    assert fake.calls == []
 
 
 def test_failed_command_reports_log_tail(tmp_path):

@@ -12,7 +12,13 @@ OUT loads with ``MODEL.WEIGHTS OUT`` in any detectron2 config of the matching ar
 import argparse
 import sys
 
-from soco_d2.checkpoint import GROUPS, LAYOUTS, UnknownLayoutError, convert_checkpoint
+from soco_d2.checkpoint import (
+    GROUPS,
+    LAYOUTS,
+    UnknownLayoutError,
+    convert_checkpoint,
+    parse_groups,
+)
 
 
 def main(argv=None) -> int:
@@ -35,8 +41,8 @@ def main(argv=None) -> int:
         "the detector",
     )
     args = parser.parse_args(argv)
-    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     try:
+        groups = parse_groups(args.groups)
         result = convert_checkpoint(
             args.input, args.output, layout=args.layout, arch=args.arch, groups=groups
         )

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import sys
 
-from soco_d2.checkpoint import GROUPS
+from soco_d2.checkpoint import parse_groups
 from soco_d2.pipeline import PRESETS, PipelineSpec, run_pipeline
 
 
@@ -52,7 +52,10 @@ def build_spec(args: argparse.Namespace) -> PipelineSpec:
     if args.proposals:
         fields["proposals"] = tuple(args.proposals)
     if args.transfer:
-        fields["transfer"] = [g.strip() for g in args.transfer.split(",") if g.strip()]
+        try:
+            fields["transfer"] = parse_groups(args.transfer)
+        except ValueError as e:
+            raise SystemExit(f"error: --transfer: {e}")
     spec = PipelineSpec(
         output=args.output,
         threads=args.threads,
@@ -65,9 +68,6 @@ def build_spec(args: argparse.Namespace) -> PipelineSpec:
         raise SystemExit("error: --finetune-config (or --preset) is required")
     if "soco" in spec.inits and not spec.pretrain_config:
         raise SystemExit("error: init 'soco' needs --pretrain-config (or --preset)")
-    unknown = sorted(set(spec.transfer) - set(GROUPS))
-    if unknown or not spec.transfer:
-        raise SystemExit(f"error: --transfer takes groups of {','.join(GROUPS)}, got {unknown}")
     for opts in (spec.pretrain_opts, spec.finetune_opts):
         if len(opts) % 2:
             raise SystemExit(f"error: overrides must be KEY VALUE pairs, got {opts}")

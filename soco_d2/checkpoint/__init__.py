@@ -4,9 +4,11 @@ from .convert import (  # noqa: F401
     LAYOUTS,
     ConversionResult,
     UnknownLayoutError,
+    check_groups,
     convert_checkpoint,
     convert_state_dict,
     detect_layout,
     load_state_dict,
+    parse_groups,
     save_detectron2_weights,
 )

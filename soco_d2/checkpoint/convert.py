@@ -36,10 +36,12 @@ __all__ = [
     "Layout",
     "LAYOUTS",
     "UnknownLayoutError",
+    "check_groups",
     "convert_checkpoint",
     "convert_state_dict",
     "detect_layout",
     "load_state_dict",
+    "parse_groups",
     "save_detectron2_weights",
 ]
 
@@ -210,6 +212,18 @@ def _resolve_arch(keys: List[str], layout: Layout, arch: str) -> str:
     return "fpn" if any(k.startswith(fpn_markers) for k in keys) else layout.default_arch
 
 
+def check_groups(groups: Sequence[str]) -> List[str]:
+    """``groups`` as a list if it is a non-empty subset of :data:`GROUPS`, else ValueError."""
+    if not groups or set(groups) - set(GROUPS):
+        raise ValueError(f"groups must be a non-empty subset of {GROUPS}, got {tuple(groups)}")
+    return list(groups)
+
+
+def parse_groups(text: str) -> List[str]:
+    """``"backbone, fpn"`` -> ``["backbone", "fpn"]``, checked by :func:`check_groups`."""
+    return check_groups([g.strip() for g in text.split(",") if g.strip()])
+
+
 def convert_state_dict(
     state: Mapping[str, torch.Tensor],
     layout: Optional[str] = None,
@@ -228,9 +242,7 @@ def convert_state_dict(
     Returns:
         the converted weights, with per-group counts (0 for a group not transferred).
     """
-    unknown = sorted(set(groups) - set(GROUPS))
-    if unknown or not groups:
-        raise ValueError(f"groups must be a non-empty subset of {GROUPS}, got {tuple(groups)}")
+    check_groups(groups)
     keys = list(state.keys())
     if layout is None:
         lay = detect_layout(keys)
