@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.soco_d2-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: env test demo bench bench-proposals bench-transfer clean-env
+.PHONY: env test demo bench bench-proposals bench-transfer bench-methods bench-data-real clean-env
 
 $(STAMP): requirements.txt setup.py tools/setup_env.sh
 	bash tools/setup_env.sh $(VENV)
@@ -29,6 +29,16 @@ bench-proposals: $(STAMP)
 
 bench-transfer: $(STAMP)
 	$(PYTHON) tools/pipeline.py --preset bench-transfer --output bench_transfer_output
+
+# every pretraining method vs scratch on the demo data, 3 seeds (soco_d2/pipeline/presets.py)
+bench-methods: $(STAMP)
+	$(PYTHON) tools/pipeline.py --preset bench-methods --output bench_methods_output
+
+# real photographs for the method comparison: NEON tree crowns shipped by the deepforest
+# package (docs/real_data.md), tiled into $DETECTRON2_DATASETS/neon_trees
+bench-data-real: $(STAMP)
+	$(PYTHON) -m pip install -q --no-deps -r requirements-bench.txt
+	$(PYTHON) datasets/prepare_neon_trees.py
 
 clean-env:
 	rm -rf $(VENV)

@@ -1,113 +1,151 @@
 """Config keys soco_d2 adds to detectron2's config tree.
 
-Everything new lives under ``MODEL.SOCO``, ``INPUT.SOCO``, ``DATASETS.SOCO`` and a few
-``SOLVER`` keys. Every key has a one-line comment: meaning, then allowed values.
+Built from parts, like DensePose's config: :func:`add_ssl_config` adds the keys every
+pretraining method shares, then every method registered with :func:`register_method_config`
+adds its own namespace (``MODEL.SOCO`` / ``INPUT.SOCO`` in ``modeling/meta_arch/soco.py``,
+``MODEL.MOCO`` in ``modeling/meta_arch/moco.py``, ...). Where detectron2 already has a key it is
+read, not copied (ROI pooler resolution / type / sampling ratio in ``MODEL.ROI_BOX_HEAD``, pooled
+features in ``MODEL.ROI_HEADS.IN_FEATURES``).
+
+Keys that moved out of ``*.SOCO.*`` are registered as renamed: a config that still uses one
+fails with yacs' "Key ... was renamed to ...; please update your config" naming the new place.
+
+Every key has a one-line comment: meaning, then allowed values.
 """
+from typing import Callable, List
+
 from detectron2.config import CfgNode as CN
 
+__all__ = ["add_ssl_config", "add_soco_config", "get_ssl_cfg", "register_method_config"]
 
-def add_soco_config(cfg: CN) -> CN:
-    """Add soco_d2's keys (with defaults) to a detectron2 config, in place.
+_METHOD_CONFIGS: List[Callable[[CN], None]] = []
+
+
+def register_method_config(fn: Callable[[CN], None]) -> Callable[[CN], None]:
+    """Decorator: ``fn(cfg)`` adds one method's namespace; :func:`add_ssl_config` calls it."""
+    if fn not in _METHOD_CONFIGS:
+        _METHOD_CONFIGS.append(fn)
+    return fn
+
+
+# old key -> new key, for the error a migrated config would otherwise get ("Non-existent key").
+RENAMED_KEYS = {
+    "MODEL.SOCO.MOMENTUM": "MODEL.SSL.MOMENTUM",
+    "MODEL.SOCO.MLP_HIDDEN_DIM": "MODEL.SSL.MLP_HIDDEN_DIM",
+    "MODEL.SOCO.MLP_OUT_DIM": "MODEL.SSL.MLP_OUT_DIM",
+    "MODEL.SOCO.MLP_NORM": "MODEL.SSL.MLP_NORM",
+    "MODEL.SOCO.CHANNELS_LAST": "MODEL.SSL.CHANNELS_LAST",
+    "MODEL.SOCO.ZERO_INIT_RESIDUAL": "MODEL.SSL.ZERO_INIT_RESIDUAL",
+    "MODEL.SOCO.IN_FEATURES": "MODEL.ROI_HEADS.IN_FEATURES",
+    "MODEL.SOCO.POOLER_RESOLUTION": "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+    "MODEL.SOCO.POOLER_SAMPLING_RATIO": "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",
+    "MODEL.SOCO.POOLER_TYPE": "MODEL.ROI_BOX_HEAD.POOLER_TYPE",
+    "INPUT.SOCO.VIEW_SIZES": "INPUT.SSL.VIEW_SIZES",
+    "INPUT.SOCO.CROP_SCALE": "INPUT.SSL.CROP_SCALE",
+    "INPUT.SOCO.CROP_RATIO": "INPUT.SSL.CROP_RATIO",
+    "INPUT.SOCO.COLOR_JITTER": "INPUT.SSL.COLOR_JITTER",
+    "INPUT.SOCO.COLOR_JITTER_PROB": "INPUT.SSL.COLOR_JITTER_PROB",
+    "INPUT.SOCO.GRAYSCALE_PROB": "INPUT.SSL.GRAYSCALE_PROB",
+    "INPUT.SOCO.BLUR_PROB": "INPUT.SSL.BLUR_PROB",
+    "INPUT.SOCO.BLUR_SIGMA": "INPUT.SSL.BLUR_SIGMA",
+    "INPUT.SOCO.SOLARIZE_PROB": "INPUT.SSL.SOLARIZE_PROB",
+    "INPUT.SOCO.FLIP_PROB": "INPUT.SSL.FLIP_PROB",
+    "DATASETS.SOCO": "DATASETS.SSL",
+    "DATASETS.SOCO.PROPOSAL_CACHES": "DATASETS.SSL.PROPOSAL_CACHES",
+    "DATASETS.SOCO.REGISTER": "DATASETS.SSL.REGISTER",
+}
+
+
+def add_ssl_config(cfg: CN) -> CN:
+    """Add soco_d2's keys (shared, then every registered method's) to ``cfg``, in place.
 
     Safe to call twice. Returns ``cfg`` for chaining.
     """
-    if hasattr(cfg.MODEL, "SOCO"):
-        return cfg
-    _add_model_config(cfg)
-    _add_input_config(cfg)
-    _add_dataset_config(cfg)
-    _add_solver_config(cfg)
+    # The methods register their namespaces when their modules are imported.
+    from . import modeling  # noqa: F401
+
+    if not hasattr(cfg.MODEL, "SSL"):
+        _add_model_config(cfg)
+        _add_input_config(cfg)
+        _add_dataset_config(cfg)
+        _add_solver_config(cfg)
+        for old, new in RENAMED_KEYS.items():
+            cfg.register_renamed_key(old, new, f"soco_d2 moved {old} to {new}")
+    for fn in _METHOD_CONFIGS:
+        fn(cfg)
     return cfg
+
+
+# One name per method keeps user code of the style `add_<method>_config(cfg)` working.
+add_soco_config = add_ssl_config
+
+
+def get_ssl_cfg() -> CN:
+    """detectron2's default config with every soco_d2 key (a fresh copy)."""
+    from detectron2.config import get_cfg
+
+    return add_ssl_config(get_cfg())
 
 
 def _add_model_config(cfg: CN) -> None:
     _C = cfg
-    _C.MODEL.SOCO = CN()
-    # Head layout: "FPN" (RoIAlign on P2-P5 + 4conv1fc box head) or "C4" (res4 RoIAlign + res5).
-    _C.MODEL.SOCO.HEAD_TYPE = "FPN"
-    # Feature maps boxes are pooled from (FPN: p2..p5; C4: res4).
-    _C.MODEL.SOCO.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-    # sqrt(w*h) thresholds (view pixels) for P2/P3/P4; larger boxes go to the last level.
-    _C.MODEL.SOCO.LEVEL_RANGES = [48, 96, 192]
-    # "level": pool each box only at its assigned level; "all_levels": the official
-    # formulation (every box at every level, loss masked); same loss, slower.
-    _C.MODEL.SOCO.ASSIGNMENT = "level"
-    # RoIAlign output side (FPN: 7, C4: 14).
-    _C.MODEL.SOCO.POOLER_RESOLUTION = 7
-    # RoIAlign sampling ratio (0 = adaptive).
-    _C.MODEL.SOCO.POOLER_SAMPLING_RATIO = 0
-    # Pooler type (detectron2 ROIPooler name): ROIAlignV2 is RoIAlign with aligned=True.
-    _C.MODEL.SOCO.POOLER_TYPE = "ROIAlignV2"
-    # Hidden width of the projector and predictor MLPs.
-    _C.MODEL.SOCO.MLP_HIDDEN_DIM = 4096
-    # Output width of the projector and predictor MLPs.
-    _C.MODEL.SOCO.MLP_OUT_DIM = 256
-    # Base EMA momentum m0 of the target network; cosine-increased to 1 over the run.
-    _C.MODEL.SOCO.MOMENTUM = 0.99
-    # View-index pairs the loss is computed over (symmetric within each pair).
-    # SoCo: [[0, 1], [0, 2]]; SoCo*: [[0, 1], [0, 2], [0, 3]]; C4: [[0, 1]].
-    _C.MODEL.SOCO.PAIRS = [[0, 1], [0, 2]]
-    # Store activations in channels_last memory format (faster convolutions on CUDA).
-    _C.MODEL.SOCO.CHANNELS_LAST = False
-    # Norm inside the projector/predictor MLPs: "SyncBN" (official), "BN" or "" (none).
-    _C.MODEL.SOCO.MLP_NORM = "SyncBN"
-    # Zero-init the last norm of each ResNet block (backbone, res5 head), as the official
-    # SoCo ResNet does; True or False.
-    _C.MODEL.SOCO.ZERO_INIT_RESIDUAL = True
+    _C.MODEL.SSL = CN()
+    # Base EMA momentum m0 of the target network.
+    _C.MODEL.SSL.MOMENTUM = 0.99
+    # Momentum schedule: "cosine" (m0 rising to 1 over the run: BYOL, SoCo, SIM) or "constant"
+    # (m0 throughout: MoCo, DenseCL, DetCo).
+    _C.MODEL.SSL.MOMENTUM_SCHEDULE = "cosine"
+    # Hidden width of the projector / predictor MLPs.
+    _C.MODEL.SSL.MLP_HIDDEN_DIM = 4096
+    # Output width of the projector / predictor MLPs.
+    _C.MODEL.SSL.MLP_OUT_DIM = 256
+    # Norm inside the projector/predictor MLPs: "SyncBN", "BN" or "" (none).
+    _C.MODEL.SSL.MLP_NORM = "SyncBN"
+    # Keep images and weights in channels_last memory format (faster convolutions on CUDA).
+    _C.MODEL.SSL.CHANNELS_LAST = False
+    # Zero-init the last norm of each ResNet block (backbone and res5 head); True or False.
+    _C.MODEL.SSL.ZERO_INIT_RESIDUAL = False
 
 
 def _add_input_config(cfg: CN) -> None:
     _C = cfg
-    _C.INPUT.SOCO = CN()
-    # Output side of each view, V1 first. V1 is the whole image resized (aspect not kept);
-    # V2.. are RandomResizedCrops. SoCo: [224, 224, 112]; SoCo*: [224, 224, 192, 112].
-    _C.INPUT.SOCO.VIEW_SIZES = [224, 224, 112]
+    # Registered name of the pretraining dataset mapper (soco_d2.data.dataset_mappers):
+    # "multi_view", "soco", or a method's own. Detector fine-tuning ignores it.
+    _C.INPUT.DATASET_MAPPER_NAME = "multi_view"
+    _C.INPUT.SSL = CN()
+    # Output side of each view, V1 first. Which views are whole images, crops or resized copies
+    # of another view is the mapper's choice (see its docstring).
+    _C.INPUT.SSL.VIEW_SIZES = [224, 224, 112]
     # RandomResizedCrop area-scale range of the cropped views.
-    _C.INPUT.SOCO.CROP_SCALE = (0.5, 1.0)
+    _C.INPUT.SSL.CROP_SCALE = (0.5, 1.0)
     # RandomResizedCrop aspect-ratio range of the cropped views.
-    _C.INPUT.SOCO.CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-    # How V3 is made: "crop" (independent crop, as the official code) or "downsample"
-    # (V2 resized to VIEW_SIZES[2], as the paper text).
-    _C.INPUT.SOCO.V3_MODE = "crop"
-    # Index of a view that is V2 resized (SoCo*'s V4), or -1 for none.
-    _C.INPUT.SOCO.DOWNSAMPLED_VIEW = -1
-    # Proposals sampled per image (K).
-    _C.INPUT.SOCO.NUM_PROPOSALS = 4
-    # Crop redraws while fewer than K proposals overlap all views.
-    _C.INPUT.SOCO.MAX_CROP_TRIES = 5
-    # Probability of jittering each V1 box.
-    _C.INPUT.SOCO.BOX_JITTER_PROB = 0.5
-    # Jitter magnitude: shift by U(-a, a) * size, scale by 1 + U(-a, a).
-    _C.INPUT.SOCO.BOX_JITTER = 0.1
-    # Probability of a cutout square inside each box (0 disables).
-    _C.INPUT.SOCO.CUTOUT_PROB = 0.0
-    # Cutout area range as a fraction of the box area.
-    _C.INPUT.SOCO.CUTOUT_SCALE = (0.1, 0.3)
-    # Colour jitter (brightness, contrast, saturation, hue) and its probability.
-    _C.INPUT.SOCO.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)
-    _C.INPUT.SOCO.COLOR_JITTER_PROB = 0.8
+    _C.INPUT.SSL.CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+    # Colour jitter strengths (brightness, contrast, saturation, hue) as in torchvision.
+    _C.INPUT.SSL.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)
+    # Probability of applying the colour jitter to a view.
+    _C.INPUT.SSL.COLOR_JITTER_PROB = 0.8
     # Grayscale probability.
-    _C.INPUT.SOCO.GRAYSCALE_PROB = 0.2
-    # Gaussian blur probability per view (V1 first) and sigma range.
-    _C.INPUT.SOCO.BLUR_PROB = [1.0, 0.1, 0.1]
-    _C.INPUT.SOCO.BLUR_SIGMA = (0.1, 2.0)
-    # Solarize probability per view (V1 first).
-    _C.INPUT.SOCO.SOLARIZE_PROB = [0.0, 0.2, 0.2]
+    _C.INPUT.SSL.GRAYSCALE_PROB = 0.2
+    # Gaussian blur probability per view (V1 first; the last entry repeats for later views).
+    _C.INPUT.SSL.BLUR_PROB = [1.0, 0.1, 0.1]
+    # Gaussian blur sigma range.
+    _C.INPUT.SSL.BLUR_SIGMA = (0.1, 2.0)
+    # Solarize probability per view (V1 first; the last entry repeats).
+    _C.INPUT.SSL.SOLARIZE_PROB = [0.0, 0.2, 0.2]
     # Horizontal flip probability (independent per view).
-    _C.INPUT.SOCO.FLIP_PROB = 0.5
+    _C.INPUT.SSL.FLIP_PROB = 0.5
 
 
 def _add_dataset_config(cfg: CN) -> None:
     _C = cfg
-    _C.DATASETS.SOCO = CN()
-    # Proposal cache per entry of DATASETS.TRAIN (empty: use the dataset metadata's
-    # `proposal_cache`).
-    _C.DATASETS.SOCO.PROPOSAL_CACHES = ()
-    # Extra datasets to register from the command line without code, as strings
-    # "name=coco:JSON:IMAGE_ROOT", "name=voc:DIR:SPLIT[:CLASS1,CLASS2,...]" (classes omitted:
-    # collected from the XMLs, sorted) or "name=folder:IMAGE_DIR:PROPOSAL_CACHE"; details in
-    # soco_d2/data/register.py and datasets/README.md.
-    _C.DATASETS.SOCO.REGISTER = ()
+    _C.DATASETS.SSL = CN()
+    # Proposal cache per entry of DATASETS.TRAIN, for mappers that use proposals (empty: the
+    # dataset metadata's `proposal_cache`).
+    _C.DATASETS.SSL.PROPOSAL_CACHES = ()
+    # Extra datasets to register without code, as strings "name=coco:JSON:IMAGE_ROOT",
+    # "name=voc:DIR:SPLIT[:CLASS1,CLASS2,...]" or "name=folder:IMAGE_DIR[:PROPOSAL_CACHE]";
+    # details in soco_d2/data/datasets and datasets/README.md.
+    _C.DATASETS.SSL.REGISTER = ()
 
 
 def _add_solver_config(cfg: CN) -> None:

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from soco_d2 import pipeline
 from soco_d2.pipeline import PipelineSpec, StageRunner, run_pipeline
+from soco_d2.pipeline import run as pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 TINY_PRETRAIN = [
     "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-    "SOLVER.CHECKPOINT_PERIOD", "1", "INPUT.SOCO.VIEW_SIZES", "[64, 64, 32]",
+    "SOLVER.CHECKPOINT_PERIOD", "1", "INPUT.SSL.VIEW_SIZES", "[64, 64, 32]",
     "DATALOADER.NUM_WORKERS", "0",
 ]
 TINY_FINETUNE = [
@@ -33,7 +33,7 @@ def test_pipeline_tiny_run_resumes_after_interruption(tmp_path, monkeypatch):
     demo = root / "demo"
     spec = PipelineSpec(
         output=str(tmp_path / "out"),
-        pretrain_config=os.path.join(REPO, "configs/demo/soco_R18_FPN_demo.yaml"),
+        pretrains={"soco": os.path.join(REPO, "configs/demo/soco_R18_FPN_demo.yaml")},
         finetune_config=os.path.join(REPO, "configs/demo/mask_rcnn_R18_FPN_demo.yaml"),
         inits=["soco", "scratch"],
         seeds=[0],
@@ -46,7 +46,7 @@ def test_pipeline_tiny_run_resumes_after_interruption(tmp_path, monkeypatch):
     )
     real_training = pipeline.run_training
 
-    def interrupted_training(config, output_dir, opts, log_path, threads=2):
+    def interrupted_training(config, output_dir, opts, log_path, threads=2, launch_args=()):
         if output_dir.endswith("scratch_seed0"):
             # run one of the two iterations, then "crash": the stage must not be marked done
             real_training(config, output_dir, [*opts, "SOLVER.MAX_ITER", "1"], log_path, threads)
@@ -57,7 +57,7 @@ def test_pipeline_tiny_run_resumes_after_interruption(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(spec)
     runner = StageRunner(spec.output)
-    done_first = ["data", "proposals", "pretrain", "convert", "finetune/soco_seed0",
+    done_first = ["data", "proposals", "pretrain/soco", "convert/soco", "finetune/soco_seed0",
                   "evaluate/soco_seed0"]
     assert all(runner.done(s) for s in done_first)
     assert not runner.done("finetune/scratch_seed0")
@@ -81,6 +81,9 @@ def test_pipeline_tiny_run_resumes_after_interruption(tmp_path, monkeypatch):
         assert {"bbox", "segm"} <= set(run)
         assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(run["bbox"])
     assert results["soco"]["seed0"]["bbox"].keys() == saved["soco"]["seed0"]["bbox"].keys()
-    assert (tmp_path / "out/results.md").read_text().count("| soco |") == 2
+    md = (tmp_path / "out/results.md").read_text()
+    assert md.count("| soco |") == 3  # the methods table, mean +- std, the run
+    assert "| soco | 1 | 0" in md and "min | " in md and "(one seed: no spread estimate)" in md
     assert (tmp_path / "out/plots/finetune_curves.png").stat().st_size > 0
+    assert (tmp_path / "out/plots/pretrain_curves.png").stat().st_size > 0
     assert (tmp_path / "out/plots/predictions.png").stat().st_size > 0

@@ -1,18 +1,30 @@
-"""Pipeline stages with the expensive parts faked: markers, resume after a failure, results."""
+"""Pipeline stages, expensive parts faked: markers, resume, several pretrainings, clashes."""
 import json
 import os
+import pickle
 
 import pytest
 import torch
 
-from soco_d2 import pipeline
-from soco_d2.checkpoint import GROUPS
+from soco_d2.checkpoint import DetectorMismatchError
 from soco_d2.pipeline import PipelineSpec, StageRunner, parse_init, run_pipeline
-from soco_d2.utils.results import compare, results_table, summarize
+from soco_d2.pipeline import run as run_mod
+from soco_d2.pipeline import stages as stages_mod
+from soco_d2.pipeline.stages import REPO_ROOT
+
+PRE = os.path.join(REPO_ROOT, "configs/pretrain/soco_R18_FPN_tiny.yaml")
+FT = os.path.join(REPO_ROOT, "configs/demo/mask_rcnn_R18_FPN_demo.yaml")
+
+# the online keys a fake pretraining saves, and the detector tensors they must fit
+_SHAPES = {
+    "backbone.bottom_up.stem.conv1.weight": (4, 3, 3, 3),
+    "backbone.fpn_lateral2.weight": (4, 4, 1, 1),
+    "roi_heads.box_head.fc1.weight": (8, 4),
+}
 
 
 def _fake_metrics(seed, init):
-    base = 30.0 if init == "soco" else 20.0
+    base = 20.0 if init.startswith("scratch") else 30.0
     bbox = {m: base + seed + i for i, m in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl"])}
     bbox["APs"] = float("nan")  # COCOeval gives NaN for an empty size range
     segm = {k: v - 1.0 for k, v in bbox.items()}
@@ -26,23 +38,23 @@ class FakeTraining:
         self.calls = []
         self.fail_on = fail_on
 
-    def __call__(self, config, output_dir, opts, log_path, threads=2):
-        self.calls.append((os.path.basename(output_dir), list(opts)))
+    def __call__(self, config, output_dir, opts, log_path, threads=2, launch_args=()):
+        self.calls.append((os.path.basename(output_dir), list(opts), list(launch_args)))
         if self.fail_on and output_dir.endswith(self.fail_on):
             self.fail_on = None
             raise RuntimeError("simulated crash in fine-tuning")
         os.makedirs(output_dir, exist_ok=True)
-        if os.path.basename(output_dir) == "pretrain":
-            state = {
-                "backbone.bottom_up.stem.conv1.weight": torch.randn(4, 3, 3, 3),
-                "backbone.fpn_lateral2.weight": torch.randn(4, 4, 1, 1),
-                "roi_heads.box_head.fc1.weight": torch.randn(8, 4),
-                "target.backbone.bottom_up.stem.conv1.weight": torch.randn(4, 3, 3, 3),
-                "projector.0.weight": torch.randn(2, 2),
-            }
+        if os.path.basename(os.path.dirname(output_dir)) == "pretrain":
+            state = {k: torch.randn(s) for k, s in _SHAPES.items()}
+            state["target.backbone.bottom_up.stem.conv1.weight"] = torch.randn(4, 3, 3, 3)
+            state["projector.0.weight"] = torch.randn(2, 2)
             torch.save({"model": state, "iteration": 1}, f"{output_dir}/model_final.pth")
         else:
             torch.save({"model": {}}, f"{output_dir}/model_final.pth")
+
+    def opts(self, i):
+        o = self.calls[i][1]
+        return dict(zip(o[::2], o[1::2]))
 
 
 def _fake_evaluate(config, opts, weights, output_dir):
@@ -50,161 +62,218 @@ def _fake_evaluate(config, opts, weights, output_dir):
     return _fake_metrics(seed, os.path.basename(output_dir).split("_seed")[0])
 
 
+@pytest.fixture
+def fake(monkeypatch):
+    training = FakeTraining()
+    monkeypatch.setattr(run_mod, "run_training", training)
+    monkeypatch.setattr(run_mod, "evaluate", _fake_evaluate)
+    built = []
+
+    def detector_state(config, opts):
+        built.append(config)
+        return {k: torch.zeros(s) for k, s in _SHAPES.items()}
+
+    monkeypatch.setattr(run_mod, "detector_state", detector_state)
+    training.built = built
+    return training
+
+
 def _started(runner, since=0):
     return [e["stage"] for e in runner.history()[since:] if e["event"] == "started"]
 
 
-def test_resume_after_failure_skips_finished_stages(tmp_path, monkeypatch):
-    fake = FakeTraining(fail_on="scratch_seed0")
-    monkeypatch.setattr(pipeline, "run_training", fake)
-    monkeypatch.setattr(pipeline, "evaluate", _fake_evaluate)
-    spec = PipelineSpec(
-        output=str(tmp_path / "out"), pretrain_config="pre.yaml", finetune_config="ft.yaml",
-        inits=["soco", "scratch"], seeds=[0, 1], plots=False,
-    )
+def _spec(tmp_path, **kw):
+    base = dict(output=str(tmp_path / "out"), pretrains={"soco": PRE}, finetune_config=FT,
+                seeds=[0], plots=False)
+    return PipelineSpec(**{**base, **kw})
+
+
+def test_resume_after_failure_skips_finished_stages(tmp_path, fake):
+    fake.fail_on = "scratch_seed0"
+    spec = _spec(tmp_path, inits=["soco", "scratch"], seeds=[0, 1])
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pipeline(spec)
     runner = StageRunner(spec.output)
-    first = _started(runner)
-    assert first == [
-        "pretrain", "convert", "finetune/soco_seed0", "evaluate/soco_seed0",
+    assert _started(runner) == [
+        "pretrain/soco", "convert/soco", "finetune/soco_seed0", "evaluate/soco_seed0",
         "finetune/soco_seed1", "evaluate/soco_seed1", "finetune/scratch_seed0",
     ]
     assert not runner.done("finetune/scratch_seed0")
-    finished = ["pretrain", "convert", "finetune/soco_seed0", "evaluate/soco_seed1"]
+    finished = ["pretrain/soco", "convert/soco", "finetune/soco_seed0", "evaluate/soco_seed1"]
     mtimes = {s: os.path.getmtime(runner.marker(s)) for s in finished}
-    converted = tmp_path / "out/pretrain/model_converted.pkl"
+    converted = tmp_path / "out/pretrain/soco/model_converted.pkl"
     assert converted.exists()
     n_events = len(runner.history())
 
     results = run_pipeline(spec)
-    second = _started(runner, n_events)
-    assert second == [
+    assert _started(runner, n_events) == [
         "finetune/scratch_seed0", "evaluate/scratch_seed0",
         "finetune/scratch_seed1", "evaluate/scratch_seed1",
     ]
     assert {s: os.path.getmtime(runner.marker(s)) for s in finished} == mtimes
-    # the soco runs were trained from the converted weights, scratch from nothing
-    soco_opts = dict(zip(fake.calls[1][1][::2], fake.calls[1][1][1::2]))
-    assert soco_opts["MODEL.WEIGHTS"] == str(converted) and soco_opts["SEED"] == "0"
-    scratch_opts = dict(zip(fake.calls[-1][1][::2], fake.calls[-1][1][1::2]))
-    assert scratch_opts["MODEL.WEIGHTS"] == "" and scratch_opts["SEED"] == "1"
-    assert scratch_opts["DATASETS.TEST"] == "()"  # evaluation runs once, in its own stage
+    assert fake.calls[0][0] == "soco" and fake.opts(0) == {}  # OUTPUT_DIR is pretrain/soco
+    assert fake.opts(1)["MODEL.WEIGHTS"] == str(converted) and fake.opts(1)["SEED"] == "0"
+    assert fake.opts(-1)["MODEL.WEIGHTS"] == "" and fake.opts(-1)["SEED"] == "1"
+    assert fake.opts(-1)["DATASETS.TEST"] == "()"  # evaluation runs once, in its own stage
+    assert fake.built == [FT]  # the detector was built once, to check the conversion
 
-    with open(tmp_path / "out/results.json") as f:
-        saved = json.load(f)  # strict JSON: NaN became null
-    assert set(saved) == {"soco", "scratch"}
-    assert set(saved["soco"]) == {"seed0", "seed1"}
+    saved = json.loads((tmp_path / "out/results.json").read_text())  # strict: NaN is null
+    assert set(saved) == {"soco", "scratch"} and set(saved["soco"]) == {"seed0", "seed1"}
     assert saved["scratch"]["seed1"]["bbox"]["AP"] == 21.0
     assert saved["soco"]["seed0"]["bbox"]["APs"] is None
-    assert set(saved["soco"]["seed0"]) == {"bbox", "segm"}
     assert results["soco"]["seed1"]["segm"]["AP"] == 30.0
     md = (tmp_path / "out/results.md").read_text()
-    assert "| soco | 2 | 30.50 +- 0.71" in md  # mean and sample std of 30, 31
+    assert "| soco | 2 | 30.50 +- 0.71 | 31.50 +- 0.71 |" in md  # every metric: mean, sample std
+    pre_min = StageRunner(spec.output).seconds("pretrain/soco") / 60
+    assert (
+        f"| soco | 2 | 30.50 +- 0.71 | 29.50 +- 0.71 | {pre_min:.1f} min | +10.00 (more than "
+        "twice the seed std, 1.41) |" in md
+    )
 
-    # a third call redoes nothing
     n_events = len(runner.history())
-    run_pipeline(spec)
+    run_pipeline(spec)  # a third call redoes nothing
     assert _started(runner, n_events) == []
 
 
-def test_summary_and_comparison():
-    results = {
-        init: {f"seed{s}": _fake_metrics(s, init) for s in range(3)} for init in ("soco", "scratch")
-    }
-    summary = summarize(results)
-    assert summary["soco"]["bbox"]["AP"]["mean"] == pytest.approx(31.0)
-    assert summary["soco"]["bbox"]["AP"]["std"] == pytest.approx(1.0)
-    assert "APs" not in summary["soco"]["bbox"]  # NaN everywhere: no mean
-    c = compare(summary, "soco", "scratch")
-    assert c["delta"] == pytest.approx(10.0) and c["two_std"] == pytest.approx(2.0)
-    assert c["significant"]
-    assert "soco vs scratch, box AP: +10.00 (more than twice" in results_table(results)
+def test_adding_a_pretraining_runs_only_its_stages(tmp_path, fake):
+    spec = _spec(tmp_path, pretrains={"a": PRE}, inits=["a", "scratch"])
+    run_pipeline(spec)
+    runner = StageRunner(spec.output)
+    done_a = ["pretrain/a", "convert/a", "finetune/a_seed0", "finetune/scratch_seed0"]
+    mtimes = {s: os.path.getmtime(runner.marker(s)) for s in done_a}
+    n_events = len(runner.history())
+
+    spec.pretrains, spec.inits = {"a": PRE, "b": PRE}, []  # default: every pretraining + scratch
+    run_pipeline(spec)
+    assert _started(runner, n_events) == [
+        "pretrain/b", "convert/b", "finetune/b_seed0", "evaluate/b_seed0"
+    ]
+    assert {s: os.path.getmtime(runner.marker(s)) for s in done_a} == mtimes
+    assert (tmp_path / "out/pretrain/b/model_converted.pkl").exists()
+    md = (tmp_path / "out/results.md").read_text()
+    assert "| b |" in md and "| a |" in md
+    # the same name with another config is an error, not a silent reuse
+    spec.pretrain_opts = ["SOLVER.MAX_ITER", "3"]
+    with pytest.raises(ValueError, match="stage pretrain/a was done with opts"):
+        run_pipeline(spec)
+
+
+@pytest.mark.parametrize(
+    "pretrains, inits, match",
+    [
+        ({"soco": PRE}, ["soco=w.pth"], "already names a pretraining"),
+        ({}, ["soco"], "no pretraining is named 'soco'"),
+        ({"scratch_x": PRE}, [], "random initialisation"),
+        ({"a b": PRE}, [], r"must match \[A-Za-z0-9_-\]\+"),
+        ({"soco": ""}, [], "--pretrain soco: no config"),
+        ({"soco": PRE}, ["soco", "soco"], "given twice"),
+        ({}, ["moco=/nowhere/m.pth"], "checkpoint not found"),
+    ],
+)
+def test_clashes_fail_before_any_stage(tmp_path, fake, pretrains, inits, match):
+    spec = _spec(tmp_path, pretrains=pretrains, inits=inits)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        run_pipeline(spec)
+    assert fake.calls == [] and not os.path.exists(spec.output)
 
 
 def test_parse_init():
     assert parse_init("soco") == ("soco", None)
     assert parse_init("moco=/w/m.pth") == ("moco", "/w/m.pth")
-    for bad in ("imagenet", "=x.pth", "a/b=x.pth"):
+    for bad in ("=x.pth", "a/b=x.pth", "a b", "moco="):
         with pytest.raises(ValueError):
             parse_init(bad)
 
 
-def test_training_command_resumes(tmp_path, monkeypatch):
+def test_launch_flags_reach_every_training(tmp_path, fake):
+    launch = ["--num-gpus", "2", "--num-machines", "1", "--machine-rank", "0", "--dist-url", "auto"]
+    run_pipeline(_spec(tmp_path, inits=["soco", "scratch"], launch_args=launch))
+    assert [c[0] for c in fake.calls] == ["soco", "soco_seed0", "scratch_seed0"]
+    assert all(c[2] == launch for c in fake.calls)
     seen = {}
-    monkeypatch.setattr(pipeline, "run_command", lambda cmd, log, threads=2: seen.update(cmd=cmd))
-    pipeline.run_training("a.yaml", str(tmp_path / "run"), ["SEED", "3"], str(tmp_path / "l.log"))
+    fake_cmd = lambda cmd, log, threads=2: seen.update(cmd=cmd)  # noqa: E731
+    stages_mod.run_command, saved = fake_cmd, stages_mod.run_command
+    try:
+        stages_mod.run_training("a.yaml", "o", ["SEED", "3"], str(tmp_path / "l.log"),
+                                launch_args=launch)
+    finally:
+        stages_mod.run_command = saved
     cmd = seen["cmd"]
     assert cmd[1].endswith(os.path.join("tools", "train_net.py")) and "--resume" in cmd
-    assert cmd[cmd.index("--config-file") + 1] == "a.yaml"
-    assert cmd[cmd.index("OUTPUT_DIR") + 1] == str(tmp_path / "run") and cmd[-2:] == ["SEED", "3"]
+    assert cmd[3:11] == launch and cmd[cmd.index("--config-file") + 1] == "a.yaml"
+    assert cmd[cmd.index("OUTPUT_DIR") + 1] == "o" and cmd[-2:] == ["SEED", "3"]
 
 
-def test_transfer_groups_reach_the_converted_weights(tmp_path, monkeypatch):
-    import pickle
-
-    monkeypatch.setattr(pipeline, "run_training", FakeTraining())
-    monkeypatch.setattr(pipeline, "evaluate", _fake_evaluate)
-    spec = PipelineSpec(
-        output=str(tmp_path / "out"), pretrain_config="pre.yaml", finetune_config="ft.yaml",
-        inits=["soco"], seeds=[0], plots=False, transfer=["backbone", "fpn"],
-    )
+def test_transfer_groups_and_detector_check(tmp_path, fake, monkeypatch):
+    spec = _spec(tmp_path, inits=["soco"], transfer=["backbone", "fpn"])
     run_pipeline(spec)
-    with open(tmp_path / "out/pretrain/model_converted.pkl", "rb") as f:
+    with open(tmp_path / "out/pretrain/soco/model_converted.pkl", "rb") as f:
         keys = set(pickle.load(f)["model"])
     assert keys == {"backbone.bottom_up.stem.conv1.weight", "backbone.fpn_lateral2.weight"}
+    info = StageRunner(spec.output).info("convert/soco")
+    assert info["arch"] == "fpn" and info["loaded"] == {"backbone": 1, "fpn": 1, "box_head": 0}
     # the same output asked for other groups: a clear error, not a silent reuse
     spec.transfer = ["backbone", "fpn", "box_head"]
     with pytest.raises(ValueError, match="converted the groups"):
         run_pipeline(spec)
+    # weights that match nothing the detector has: an error before any fine-tune, no file
+    monkeypatch.setattr(run_mod, "detector_state", lambda c, o: {"other.weight": torch.zeros(1)})
+    spec.output = str(tmp_path / "mismatch")
+    fake.calls.clear()
+    with pytest.raises(DetectorMismatchError, match="matches nothing"):
+        run_pipeline(spec)
+    assert [c[0] for c in fake.calls] == ["soco"]
+    assert not (tmp_path / "mismatch/pretrain/soco/model_converted.pkl").exists()
     # an unknown group fails before the pretraining, not after it
-    fake = FakeTraining()
-    monkeypatch.setattr(pipeline, "run_training", fake)
     spec.output, spec.transfer = str(tmp_path / "other"), ["backbone", "neck"]
+    fake.calls.clear()
     with pytest.raises(ValueError, match="subset of"):
         run_pipeline(spec)
     assert fake.calls == []
+
+
+def test_selective_search_only_for_methods_with_proposals(tmp_path, fake, monkeypatch):
+    no_prop = tmp_path / "multi_view.yaml"
+    no_prop.write_text(f'_BASE_: "{PRE}"\nINPUT:\n  DATASET_MAPPER_NAME: "multi_view"\n')
+    images = tmp_path / "images"
+    images.mkdir()
+    searched = []
+    monkeypatch.setattr(run_mod, "_selective_search", lambda s, p, logs: searched.append(p) or {})
+    spec = _spec(tmp_path, pretrains={"mv": str(no_prop)}, inits=["mv"], unlabeled=str(images))
+    run_pipeline(spec)
+    assert searched == []
+    mv = fake.opts(0)
+    assert mv["DATASETS.TRAIN"] == "('pipeline_unlabeled',)"
+    assert mv["DATASETS.SSL.REGISTER"] == repr((f"pipeline_unlabeled=folder:{images}",))
+
+    spec.pretrains["soco"], spec.inits = PRE, ["mv", "soco"]
+    run_pipeline(spec)
+    cache = str(tmp_path / "out/proposals/unlabeled.bin")
+    assert searched == [(str(images), cache)]
+    soco = fake.opts(-2)  # pretrain/soco, then its fine-tune
+    assert soco["DATASETS.SSL.REGISTER"] == repr((f"pipeline_unlabeled=folder:{images}:{cache}",))
+    assert soco["DATASETS.SSL.PROPOSAL_CACHES"] == "()"
+
+
+def test_pretrain_seconds_count_failed_attempts(tmp_path):
+    runner = StageRunner(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("pretrain/a", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    events = runner.history()
+    events[-1]["seconds"] = 100.0  # as if the killed attempt had run 100 s
+    with open(runner.log_path, "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in events)
+    runner.run("pretrain/a", lambda: {})
+    last = runner.info("pretrain/a")["seconds"]
+    assert runner.seconds("pretrain/a") == pytest.approx(100.0 + last)
+    assert runner.seconds("pretrain/b") is None
 
 
 def test_failed_command_reports_log_tail(tmp_path):
     import sys
 
     with pytest.raises(RuntimeError, match="boom-42"):
-        pipeline.run_command(
+        stages_mod.run_command(
             [sys.executable, "-c", "import sys; print('boom-42', file=sys.stderr); sys.exit(3)"],
             str(tmp_path / "x.log"),
         )
-
-
-def test_cli_preset_and_overrides(monkeypatch, tmp_path):
-    import importlib.util
-
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "ds"))
-    path = os.path.join(pipeline.REPO_ROOT, "tools", "pipeline.py")
-    spec_ = importlib.util.spec_from_file_location("pipeline_cli", path)
-    cli = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(cli)
-    args = cli.get_parser().parse_args(
-        ["--preset", "bench-transfer", "--output", "o", "--inits", "soco,moco=m.pth",
-         "--finetune-opts", "SOLVER.MAX_ITER", "10"]
-    )
-    spec = cli.build_spec(args)
-    assert spec.seeds == [0, 1, 2] and spec.inits == ["soco", "moco=m.pth"]
-    assert spec.finetune_opts == ["SOLVER.MAX_ITER", "10"]
-    assert spec.proposals[1] == str(tmp_path / "ds/demo/proposals_unlabeled")
-    assert os.path.isfile(spec.pretrain_config) and os.path.isfile(spec.finetune_config)
-    args = cli.get_parser().parse_args(["--preset", "demo", "--output", "o", "--seeds", "2"])
-    demo = cli.build_spec(args)
-    assert demo.seeds == [0, 1]
-    # the bench fine-tunes twice as long as the demo, from the same pretraining
-    from soco_d2.engine import load_cfg
-
-    assert demo.pretrain_config == spec.pretrain_config
-    assert load_cfg(demo.finetune_config, []).SOLVER.MAX_ITER == 400
-    assert load_cfg(spec.finetune_config, []).SOLVER.MAX_ITER == 800
-    with pytest.raises(SystemExit):
-        cli.build_spec(cli.get_parser().parse_args(["--output", "o", "--inits", "scratch"]))
-    args = ["--preset", "demo", "--output", "o", "--transfer", "backbone, fpn,box_head"]
-    assert cli.build_spec(cli.get_parser().parse_args(args)).transfer == list(GROUPS)
-    with pytest.raises(SystemExit):
-        cli.build_spec(cli.get_parser().parse_args([*args[:-1], "backbone,neck"]))

@@ -1,16 +1,18 @@
 #!/usr/bin/env python
-"""Benchmark SoCo training steps on random images and boxes (no disk, no dataset needed).
+"""Benchmark the training steps of any pretraining method against its own floor.
 
 Usage:
     tools/benchmark.py --config-file configs/pretrain/soco_R50_FPN_100ep.yaml \\
         [--iters 3 --warmup 1 --batch 8] [--threads N] [--amp off|fp16|bf16] \\
         [--channels-last] [--compare] [KEY VALUE ...]
 
-Prints images/s, seconds per iteration split into data / forward / backward / optimizer(+EMA),
-the backbone+FPN floor and the share of a step outside it, and peak memory (RSS on CPU,
-max_memory_allocated on CUDA). The last line is one JSON object. ``--compare`` runs
-MODEL.SOCO.ASSIGNMENT "level" and "all_levels" (the official formulation) each in a fresh
-process (peak RSS is process-lifetime) and reports the speed ratio.
+Inputs are the config's mapper outputs on synthetic 500x375 images (no dataset, no disk;
+soco_d2/engine/benchmark.py). Prints images/s, seconds per iteration split into forward /
+backward / optimizer(+EMA), the method's floor (its unavoidable backbone passes, from the
+model's ``floor()``) with step/floor, and peak memory (RSS on CPU, max_memory_allocated on
+CUDA). The last line is one JSON object. ``--compare`` (SoCo only) runs MODEL.SOCO.ASSIGNMENT
+"level" and "all_levels" (the official formulation) each in a fresh process (peak RSS is
+process-lifetime) and reports the speed ratio.
 """
 import argparse
 import json
@@ -33,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="", help="cpu / cuda (default: cuda if available)")
     p.add_argument("--amp", choices=sorted(AMP), default="off", help="autocast dtype (CUDA)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--no-floor", action="store_true", help="skip the backbone+FPN floor")
+    p.add_argument("--no-floor", action="store_true", help="skip the floor measurement")
     p.add_argument("--compare", action="store_true", help="level vs all_levels, side by side")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
@@ -77,7 +79,7 @@ def main(argv=None) -> dict:
         "SOLVER.IMS_PER_BATCH", str(args.batch), "MODEL.DEVICE", device,
     ]
     if args.channels_last:
-        opts += ["MODEL.SOCO.CHANNELS_LAST", "True"]
+        opts += ["MODEL.SSL.CHANNELS_LAST", "True"]
     # The schedule is irrelevant here: a nominal dataset size satisfies SOLVER.EPOCHS.
     cfg = load_cfg(args.config_file, opts, num_train_images=1_281_167, register=False)
     res = benchmark_training(
@@ -87,17 +89,18 @@ def main(argv=None) -> dict:
     res.update(
         config=args.config_file, device=device, batch=args.batch, iters=args.iters,
         threads=torch.get_num_threads(), amp=args.amp, channels_last=args.channels_last,
-        assignment=cfg.MODEL.SOCO.ASSIGNMENT, torch=torch.__version__,
+        method=cfg.MODEL.META_ARCHITECTURE, torch=torch.__version__,
         peak_mem_kind="max_memory_allocated" if device.startswith("cuda") else "peak_rss",
     )
     print(
         f"{res['images_per_s']:.3f} images/s, {res['s_per_iter']:.3f} s/iter "
-        f"(data {res['data_s']:.3f}, forward {res['forward_s']:.3f}, backward "
+        f"(forward {res['forward_s']:.3f}, backward "
         f"{res['backward_s']:.3f}, optimizer+EMA {res['optimizer_s']:.3f}); peak "
         f"{res['peak_mem_gib']:.2f} GiB ({res['peak_mem_kind']})"
     )
     if "floor_s_per_iter" in res:
-        print(f"backbone+FPN floor {res['floor_s_per_iter']:.3f} s/iter; outside-backbone share "
+        print(f"floor {res['floor_s_per_iter']:.3f} s/iter; step/floor "
+              f"{res['step_over_floor']:.3f}; outside-floor share "
               f"{100 * res['outside_backbone_share']:.1f}%")
     print(json.dumps(res), flush=True)
     return res

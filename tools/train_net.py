@@ -4,21 +4,29 @@
 Usage (detectron2's arguments; KEY VALUE pairs override the config):
     tools/train_net.py --config-file configs/pretrain/soco_R50_FPN_100ep.yaml \\
         [--num-gpus 8 --num-machines 2 --machine-rank R --dist-url tcp://HOST:PORT] \\
+        [--dist-timeout SECONDS] [--threads-per-process N] \\
         [--resume] [--eval-only] [KEY VALUE ...]
 
-torch.distributed (via detectron2's ``launch``) runs the multi-GPU / multi-machine jobs; with
-``--resume`` training continues from ``OUTPUT_DIR/last_checkpoint``.
+``--num-gpus`` is the number of processes per machine: GPUs with CUDA, else CPU processes
+over gloo (``--dist-url auto`` picks a free local port). ``soco_d2.engine.launch`` starts them;
+a failed process ends the whole command with a non-zero status naming its rank, and
+``--resume`` continues from ``OUTPUT_DIR/last_checkpoint``. See docs/distributed.md.
 """
 import logging
+import sys
+from typing import Optional, Sequence
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils.logger import setup_logger
 
 import soco_d2  # noqa: F401  (registers meta-architectures and datasets)
 from soco_d2.engine import Trainer, setup_cfg
+from soco_d2.engine.launch import add_launch_arguments, launch, resolve_timeout
 
 
 def main(args):
+    """One training (or evaluation) process; runs in every rank."""
     cfg = setup_cfg(args)
     default_setup(cfg, args)
     if args.eval_only:
@@ -32,9 +40,12 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    logging.getLogger(__name__).info("Command line arguments: %s", args)
+def cli(argv: Optional[Sequence[str]] = None) -> None:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and launch :func:`main` in every process."""
+    args = add_launch_arguments(default_argument_parser()).parse_args(argv)
+    # This process only launches: its log is the launcher's (workers set up their own).
+    setup_logger(name="soco_d2.engine.launch", abbrev_name="launch")
+    logging.getLogger("soco_d2.engine.launch").info("Command line arguments: %s", args)
     launch(
         main,
         args.num_gpus,
@@ -42,4 +53,10 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        timeout=resolve_timeout(args.dist_timeout),
+        num_threads=args.threads_per_process,
     )
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

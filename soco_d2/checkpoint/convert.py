@@ -1,58 +1,59 @@
 """Convert pretraining checkpoints into detectron2 detector weights.
 
-One converter with a table of known layouts (:data:`LAYOUTS`). Each layout says how to recognise
-a state dict and how to rename one of its keys into an exact detectron2 key of a
-``GeneralizedRCNN`` (so a missing-key check after loading is exact). Adding a layout is adding
-a table entry.
-
-Known layouts:
-
-- ``soco_d2``: what :class:`DetectionCheckpointer` saves for a soco_d2 pretraining run
-  (online ``backbone.*``, ``roi_heads.box_head.*`` / ``roi_heads.res5.*``; ``target.*``,
-  ``projector.*``, ``predictor.*`` are dropped). Conversion is a prefix filter.
-- ``soco_official``: hologerry/SoCo checkpoints (``module.encoder.*`` torchvision-style ResNet,
-  ``module.neck.*`` mmcv FPN, ``module.head.*`` 4conv1fc head).
-- ``moco``: MoCo-style ResNet checkpoints (``module.encoder_q.*``, torchvision names).
+One generic converter over the table of layouts in ``soco_d2/checkpoint/layouts/``: detect the
+layout of a state dict (or take it by name), rename every key the layout maps into an exact
+detectron2 key of a ``GeneralizedRCNN`` (so a missing-key check after loading is exact), and
+report per group (:data:`GROUPS`) what was converted.
 
 The FPN transfer keeps backbone + FPN + box head; the C4 transfer keeps the ResNet, whose last
-stage lives at ``roi_heads.res5`` in a detectron2 C4 detector (the stage the official C4
-converter also keeps, as ``res5``).
+stage lives at ``roi_heads.res5`` in a detectron2 C4 detector.
 """
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from soco_d2.utils.io import atomic_write
+
+from .layouts import (
+    GROUPS,
+    Layout,
+    UnknownLayoutError,
+    get_layout,
+    registered_layouts,
+)
+from .load import load_state_dict
+
 __all__ = [
     "GROUPS",
-    "ConversionResult",
-    "Layout",
     "LAYOUTS",
+    "ConversionResult",
     "UnknownLayoutError",
     "check_groups",
     "convert_checkpoint",
     "convert_state_dict",
     "detect_layout",
-    "load_state_dict",
+    "format_counts",
     "parse_groups",
     "save_detectron2_weights",
 ]
 
 logger = logging.getLogger(__name__)
 
-# The transferable groups, in the order a detector consumes them.
-GROUPS = ("backbone", "fpn", "box_head")
+# Group statuses in ConversionResult.status (the first is followed by the tensor count).
+CONVERTED, NOT_PRETRAINED, NOT_TRANSFERRED = "converted", "not pretrained", "not transferred"
 
 
-class UnknownLayoutError(ValueError):
-    """The checkpoint matches none of the known layouts."""
+def __getattr__(name: str):
+    # LAYOUTS is a view of the registry, so layouts registered after this import appear in it.
+    if name == "LAYOUTS":
+        return registered_layouts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -61,10 +62,14 @@ class ConversionResult:
 
     Attributes:
         model: detectron2 key -> numpy array.
-        counts: tensors converted per group (``backbone``, ``fpn``, ``box_head``).
+        counts: tensors converted per group, for every group of :data:`GROUPS`.
         layout: name of the layout the input was read as.
         arch: ``"fpn"`` or ``"c4"``, the detector the keys are named for.
         dropped: input keys not transferred (target, projector, predictor, fc, ...).
+        status: per group of :data:`GROUPS`: ``"converted N"``, ``"not pretrained"`` (the layout
+            cannot provide it, or provided 0 tensors) or ``"not transferred"`` (left out by
+            ``groups``).
+        layout_groups: the groups the layout can provide at all.
     """
 
     model: Dict[str, np.ndarray]
@@ -72,144 +77,8 @@ class ConversionResult:
     layout: str
     arch: str
     dropped: List[str] = field(default_factory=list)
-
-
-# A key mapper returns (group, detectron2 key) or None to drop the key.
-KeyMapper = Callable[[str, str], Optional[Tuple[str, str]]]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One known checkpoint layout.
-
-    Attributes:
-        name: short name used on the command line (``--layout``).
-        marker: a key prefix whose presence identifies the layout.
-        default_arch: detector the keys map to when ``arch="auto"`` finds no FPN keys.
-        map_key: ``(key, arch) -> (group, detectron2 key) | None``.
-    """
-
-    name: str
-    marker: str
-    default_arch: str
-    map_key: KeyMapper
-
-
-def _resnet_key(key: str, arch: str) -> str:
-    """torchvision ResNet name (``layer1.0.bn1.weight``) -> detectron2 ResNet key."""
-    key = re.sub(r"^layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", key)
-    if not key.startswith("res"):
-        key = "stem." + key
-    key = re.sub(r"\bbn(\d)\b", r"conv\1.norm", key)
-    key = key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
-    if arch == "c4":
-        # detectron2's C4 detector holds res5 in the ROI heads, the rest directly in backbone.
-        return ("roi_heads." if key.startswith("res5.") else "backbone.") + key
-    return "backbone.bottom_up." + key
-
-
-def _is_resnet_param(key: str) -> bool:
-    # conv1/bn1 of the stem and every layerN.*; fc/avgpool heads are not transferred.
-    return key.startswith("layer") or re.match(r"^(conv1|bn1)\.", key) is not None
-
-
-def _map_soco_d2(key: str, arch: str) -> Optional[Tuple[str, str]]:
-    if key.startswith("backbone.fpn_") or key.startswith("backbone.top_block."):
-        return ("fpn", key) if arch == "fpn" else None
-    if key.startswith("backbone."):
-        return "backbone", key
-    if key.startswith("roi_heads.box_head."):
-        return ("box_head", key) if arch == "fpn" else None
-    if key.startswith("roi_heads.res5."):
-        # the C4 "head" is the last ResNet stage: it belongs to the pretrained backbone.
-        return ("backbone", key) if arch == "c4" else None
-    return None  # target.*, projector.*, predictor.*, anything else
-
-
-def _map_soco_official(key: str, arch: str, fpn_start: int = 2) -> Optional[Tuple[str, str]]:
-    if key.startswith("module.encoder."):
-        sub = key[len("module.encoder.") :]
-        return ("backbone", _resnet_key(sub, arch)) if _is_resnet_param(sub) else None
-    if key.startswith("module.neck."):
-        m = re.match(r"^(lateral|fpn)_convs\.(\d+)\.(conv|bn)\.(.+)$", key[len("module.neck.") :])
-        if m is None or arch != "fpn":
-            return None
-        kind, idx, part, param = m.groups()
-        name = f"fpn_{'lateral' if kind == 'lateral' else 'output'}{fpn_start + int(idx)}"
-        return "fpn", f"backbone.{name}{'.norm' if part == 'bn' else ''}.{param}"
-    if key.startswith("module.head."):
-        sub = key[len("module.head.") :]
-        m = re.match(r"^(conv|bn|fc)(\d+)\.(.+)$", sub)
-        if m is None or arch != "fpn":
-            return None
-        kind, idx, param = m.groups()
-        name = {"conv": f"conv{idx}", "bn": f"conv{idx}.norm", "fc": f"fc{idx}"}[kind]
-        return "box_head", f"roi_heads.box_head.{name}.{param}"
-    return None
-
-
-def _map_moco(key: str, arch: str) -> Optional[Tuple[str, str]]:
-    if not key.startswith("module.encoder_q."):
-        return None  # encoder_k, queue, ...
-    sub = key[len("module.encoder_q.") :]
-    return ("backbone", _resnet_key(sub, arch)) if _is_resnet_param(sub) else None
-
-
-# Checked in order; the first whose marker prefixes some key wins.
-LAYOUTS: Tuple[Layout, ...] = (
-    Layout("soco_official", "module.encoder.", "c4", _map_soco_official),
-    Layout("moco", "module.encoder_q.", "c4", _map_moco),
-    Layout("soco_d2", "backbone.", "c4", _map_soco_d2),
-)
-
-
-def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read a checkpoint file and return its model state dict.
-
-    Accepts ``.pth``/``.pt`` (torch) and ``.pkl`` (pickle) files holding a state dict directly
-    or under ``"model"`` (detectron2, official SoCo) or ``"state_dict"`` (MoCo).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    for nest in ("model", "state_dict"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(nest), Mapping):
-            obj = obj[nest]
-            break
-    if not isinstance(obj, Mapping):
-        raise UnknownLayoutError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    return {k: torch.as_tensor(v) for k, v in obj.items()}
-
-
-def detect_layout(keys) -> Layout:
-    """Return the layout of a state dict, given its keys.
-
-    Raises:
-        UnknownLayoutError: with a sample of the keys, when no layout matches.
-    """
-    keys = list(keys)
-    for layout in LAYOUTS:
-        if any(k.startswith(layout.marker) for k in keys):
-            return layout
-    sample = ", ".join(sorted(keys)[:8]) or "<empty>"
-    known = ", ".join(f"{lay.name} ({lay.marker}*)" for lay in LAYOUTS)
-    raise UnknownLayoutError(
-        f"unknown checkpoint layout: no key starts with any known prefix. Known layouts: {known}."
-        f" First keys: {sample}"
-    )
-
-
-def _resolve_arch(keys: List[str], layout: Layout, arch: str) -> str:
-    if arch in ("fpn", "c4"):
-        return arch
-    if arch != "auto":
-        raise ValueError(f"arch must be 'auto', 'fpn' or 'c4', got {arch!r}")
-    fpn_markers = ("backbone.fpn_", "module.neck.", "backbone.bottom_up.")
-    return "fpn" if any(k.startswith(fpn_markers) for k in keys) else layout.default_arch
+    status: Dict[str, str] = field(default_factory=dict)
+    layout_groups: Tuple[str, ...] = GROUPS
 
 
 def check_groups(groups: Sequence[str]) -> List[str]:
@@ -224,6 +93,36 @@ def parse_groups(text: str) -> List[str]:
     return check_groups([g.strip() for g in text.split(",") if g.strip()])
 
 
+def detect_layout(keys) -> Layout:
+    """Return the one layout that accepts a state dict with these keys.
+
+    Raises:
+        UnknownLayoutError: with a sample of the keys when no layout matches, or naming the
+            candidates when several do (pass the layout by name then).
+    """
+    keys = list(keys)
+    found = [lay for lay in registered_layouts() if lay.detect(keys)]
+    if len(found) == 1:
+        return found[0]
+    sample = ", ".join(sorted(keys)[:8]) or "<empty>"
+    if found:
+        raise UnknownLayoutError(
+            f"ambiguous checkpoint layout: {[lay.name for lay in found]} all accept it; choose "
+            f"one with layout= (--layout). First keys: {sample}"
+        )
+    known = ", ".join(lay.name for lay in registered_layouts())
+    raise UnknownLayoutError(
+        f"unknown checkpoint layout: no known layout accepts these keys. Known layouts: {known}."
+        f" First keys: {sample}"
+    )
+
+
+def _group_status(group: str, count: int, groups: Sequence[str]) -> str:
+    if group not in groups:
+        return NOT_TRANSFERRED
+    return f"{CONVERTED} {count}" if count else NOT_PRETRAINED
+
+
 def convert_state_dict(
     state: Mapping[str, torch.Tensor],
     layout: Optional[str] = None,
@@ -234,24 +133,29 @@ def convert_state_dict(
 
     Args:
         state: input state dict (name -> tensor or array).
-        layout: a name from :data:`LAYOUTS`, or None to detect it.
-        arch: ``"fpn"``, ``"c4"`` or ``"auto"`` (FPN when the input has FPN keys).
+        layout: a layout name (see ``soco_d2.checkpoint.layout_names()``), or None to detect it.
+        arch: ``"fpn"``, ``"c4"`` or ``"auto"`` (the layout decides: FPN when the input has FPN
+            keys, else C4; pass the fine-tuning detector's architecture, see ``infer_arch``).
         groups: the groups of :data:`GROUPS` to transfer; tensors of the others are dropped
             (e.g. ``("backbone", "fpn")`` leaves the box head randomly initialised).
 
     Returns:
-        the converted weights, with per-group counts (0 for a group not transferred).
+        the converted weights, with per-group counts and statuses.
+
+    Raises:
+        UnknownLayoutError: unknown or ambiguous layout, or nothing transferable.
+        ValueError: bad ``arch`` or ``groups``; two input keys mapping to one detector key.
     """
     check_groups(groups)
     keys = list(state.keys())
-    if layout is None:
-        lay = detect_layout(keys)
-    else:
-        by_name = {lay.name: lay for lay in LAYOUTS}
-        if layout not in by_name:
-            raise UnknownLayoutError(f"unknown layout {layout!r}; known: {sorted(by_name)}")
-        lay = by_name[layout]
-    arch = _resolve_arch(keys, lay, arch)
+    lay = detect_layout(keys) if layout is None else get_layout(layout)
+    if arch == "auto":
+        arch = lay.infer_arch(keys)
+    elif arch not in lay.archs:
+        raise ValueError(
+            f"arch must be 'auto' or one of {lay.archs} for layout {lay.name}, got {arch!r}"
+        )
+    lay.check_state(state)
     model: Dict[str, np.ndarray] = {}
     counts = {g: 0 for g in GROUPS}
     dropped = []
@@ -270,17 +174,63 @@ def convert_state_dict(
             f"layout {lay.name} matched but no tensor is transferable for arch {arch} "
             f"and groups {tuple(groups)}"
         )
-    return ConversionResult(model=model, counts=counts, layout=lay.name, arch=arch, dropped=dropped)
+    status = {g: _group_status(g, counts[g], groups) for g in GROUPS}
+    return ConversionResult(
+        model=model,
+        counts=counts,
+        layout=lay.name,
+        arch=arch,
+        dropped=dropped,
+        status=status,
+        layout_groups=tuple(lay.groups),
+    )
+
+
+def _top_level(key: str) -> str:
+    wrapper = "module." if key.startswith("module.") else ""
+    head, dot, _ = key[len(wrapper) :].partition(".")
+    return wrapper + head + (".*" if dot else "")
+
+
+def format_counts(result: ConversionResult) -> List[str]:
+    """One line per group (and one for the dropped keys), as the converter CLI prints them.
+
+    Example for a MoCo checkpoint (last line cut short)::
+
+        backbone    318 tensors
+        fpn        not pretrained (moco_official has backbone only)
+        box_head   not pretrained (moco_official has backbone only)
+        dropped     328 tensors (module.encoder_k.*, module.encoder_q.*, module.queue, ...
+    """
+    lines = []
+    for group in GROUPS:
+        status = result.status.get(group) or _group_status(group, result.counts[group], GROUPS)
+        if status.startswith(CONVERTED):
+            lines.append(f"{group:<10} {result.counts[group]:4d} tensors")
+            continue
+        if status == NOT_TRANSFERRED:
+            why = "left out by groups"
+        elif group not in result.layout_groups:
+            why = f"{result.layout} has {', '.join(result.layout_groups)} only"
+        elif result.arch == "c4" and group != "backbone":
+            why = f"a c4 detector has no {group}"
+        else:
+            why = "0 tensors in the checkpoint"
+        lines.append(f"{group:<10} {status} ({why})")
+    # what was dropped, by top-level name ("target.*", "fc.*", "queue"); a DataParallel
+    # "module." wrapper is looked through
+    parts = sorted({_top_level(k) for k in result.dropped})
+    more = ", ..." if len(parts) > 6 else ""
+    what = f" ({', '.join(parts[:6])}{more})" if parts else ""
+    lines.append(f"{'dropped':<10} {len(result.dropped):4d} tensors{what}")
+    return lines
 
 
 def save_detectron2_weights(result: ConversionResult, path: str) -> None:
     """Write ``{"model", "__author__", "matching_heuristics"}`` as a pickle, atomically."""
     out = {"model": result.model, "__author__": "soco_d2", "matching_heuristics": True}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         pickle.dump(out, f)
-    os.replace(tmp, path)
 
 
 def convert_checkpoint(
@@ -301,7 +251,7 @@ def convert_checkpoint(
         src,
         result.layout,
         result.arch,
-        ", ".join(f"{g} {n}" for g, n in result.counts.items()),
+        ", ".join(f"{g} {s}" for g, s in result.status.items()),
         dst,
     )
     return result

@@ -1,18 +1,24 @@
 """Data: proposals, pretraining datasets, SoCo views and mapper, the pretraining loader.
 
-Importing this package registers the pretraining datasets (``datasets.PRETRAIN_BUILTIN``) and
-the fine-tuning datasets of ``register``.
+Importing this package registers soco_d2's builtin dataset names (``datasets.builtin``).
 """
 
-from . import datasets  # noqa: F401  (registers the builtin pretraining datasets)
-from . import register  # noqa: F401  (registers the demo / mini-COCO fine-tuning datasets)
-from .build import build_soco_pretrain_loader, get_pretrain_dataset_dicts
+from . import datasets  # noqa: F401  (registers the builtin dataset names)
+from .build import build_pretrain_loader, get_pretrain_dataset_dicts
 from .datasets import register_image_folder
-from .mapper import SoCoDatasetMapper
+from .dataset_mappers import (
+    DATASET_MAPPER_REGISTRY,
+    MultiViewDatasetMapper,
+    SoCoDatasetMapper,
+    build_dataset_mapper,
+)
 
 __all__ = [
+    "DATASET_MAPPER_REGISTRY",
+    "MultiViewDatasetMapper",
     "SoCoDatasetMapper",
-    "build_soco_pretrain_loader",
+    "build_dataset_mapper",
+    "build_pretrain_loader",
     "get_pretrain_dataset_dicts",
     "register_image_folder",
 ]

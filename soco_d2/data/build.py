@@ -1,92 +1,154 @@
-"""The pretraining data loader: detectron2's training loader with the SoCo mapper.
+"""The pretraining data loader: detectron2's training loader with the config's mapper.
 
 Differences from ``build_detection_train_loader(cfg)``'s defaults, and why:
 
+- The mapper comes from the mapper registry (``INPUT.DATASET_MAPPER_NAME``,
+  ``soco_d2.data.dataset_mappers``).
 - The dataset dicts are built here and passed in, so ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``
-  never applies: pretraining dicts have no "annotations" (detectron2 would skip the filter for
-  them anyway, but a labelled dataset such as ``coco_2017_train`` used for pretraining must
-  keep its images without boxes too).
-- Aspect-ratio grouping is off: every view of every image has the size in
-  ``INPUT.SOCO.VIEW_SIZES``, and the mapper's output has no "width"/"height" to group by.
-- Any registered dataset can be a pretraining dataset: dicts without a "proposal_cache" get
-  ``DATASETS.SOCO.PROPOSAL_CACHES[i]`` (else the dataset metadata's ``proposal_cache``), keyed
-  by ``str(image_id)`` (contract 1), and are slimmed to the four fields the mapper reads.
+  never applies: a labelled dataset such as ``coco_2017_train`` used for pretraining keeps its
+  images without boxes too. Dicts are slimmed to what mappers read.
+- Aspect-ratio grouping is off: views have fixed sizes, and mapper outputs have no
+  "width"/"height" to group by.
+- Proposal caches are attached only for mappers that use proposals (``uses_proposals``): each
+  dict gets ``DATASETS.SSL.PROPOSAL_CACHES[i]`` (else the dataset metadata's ``proposal_cache``)
+  and its key there (``str(image_id)``, or the cache's basename match); images the cache lacks
+  are skipped with a logged count (training them on whole-image boxes would silently weaken
+  the method, and a partial cache usually means the proposal stage has not finished).
 
-Batches are lists of mapper outputs (detectron2's ``trivial_batch_collator``), which is what
-the SoCo model consumes.
+Batches are lists of mapper outputs (detectron2's ``trivial_batch_collator``).
 """
-
+import logging
+import os
 from typing import Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 
-from .mapper import CacheSource, SoCoDatasetMapper
+from .dataset_mappers import build_dataset_mapper, get_dataset_mapper_class
 
-__all__ = ["get_pretrain_dataset_dicts", "build_soco_pretrain_loader"]
+__all__ = ["get_pretrain_dataset_dicts", "build_pretrain_loader", "attach_proposals"]
+
+logger = logging.getLogger(__name__)
 
 
-def get_pretrain_dataset_dicts(cfg) -> List[Dict]:
-    """Contract-2 dicts of every dataset in ``cfg.DATASETS.TRAIN``, concatenated.
+def _open_cache(path: str):
+    from .proposals import ProposalCache  # lazily: owned by the proposals package
+
+    return ProposalCache(path)
+
+
+def _resolve_key(cache, key: str) -> Optional[str]:
+    """The cache's key for image ``key``, or None if the cache lacks it."""
+    if key in cache:
+        return key
+    try:
+        found = cache.find(key)
+    except KeyError:
+        return None
+    # ProposalCache.find returns the boxes, not the key: keep ours, the mapper's lookup falls
+    # back to find() the same way.
+    return found if isinstance(found, str) else key
+
+
+def attach_proposals(dicts: List[Dict], cache_path: str, dataset: str, open_cache=None) -> List[Dict]:
+    """Add ``proposal_cache`` / ``proposal_key`` to dicts the cache covers; drop the others.
 
     Args:
-        cfg: config with ``DATASETS.TRAIN`` and ``DATASETS.SOCO.PROPOSAL_CACHES``.
+        dicts: dataset dicts with "file_name" and "image_id".
+        cache_path: the proposal cache of this dataset.
+        dataset: dataset name, for messages.
+        open_cache: opens a cache from its path (default ``ProposalCache``; tests inject fakes).
 
     Returns:
-        list of ``{"file_name", "image_id", "proposal_cache", "proposal_key"}``.
+        the covered dicts, with the two fields added.
     """
+    if open_cache is None and not os.path.exists(cache_path):
+        raise FileNotFoundError(
+            f"Proposal cache {cache_path} of dataset '{dataset}' not found; create it with "
+            "tools/selective_search.py or tools/convert_proposals.py"
+        )
+    cache = (open_cache or _open_cache)(cache_path)
+    out, missing = [], []
+    for d in dicts:
+        key = str(d.get("proposal_key", d.get("image_id", d["file_name"])))
+        found = _resolve_key(cache, key)
+        if found is None:
+            found = _resolve_key(cache, d["file_name"])
+        if found is None:
+            missing.append(key)
+            continue
+        out.append({**d, "proposal_cache": str(cache_path), "proposal_key": found})
+    if missing:
+        logger.warning(
+            f"{len(missing)} of {len(dicts)} images of '{dataset}' have no proposals in "
+            f"{cache_path} and are skipped (e.g. {missing[:3]})"
+        )
+    if not out:
+        raise ValueError(f"None of the {len(dicts)} images of '{dataset}' is in {cache_path}")
+    return out
+
+
+def get_pretrain_dataset_dicts(cfg, with_proposals: Optional[bool] = None, open_cache=None) -> List[Dict]:
+    """The dicts of every dataset in ``cfg.DATASETS.TRAIN``, concatenated and slimmed.
+
+    Args:
+        cfg: config with ``DATASETS.TRAIN`` and ``DATASETS.SSL.PROPOSAL_CACHES``.
+        with_proposals: attach proposal caches (default: whether the config's mapper uses them).
+        open_cache: see :func:`attach_proposals`.
+
+    Returns:
+        list of ``{"file_name", "image_id"[, "proposal_cache", "proposal_key"]}``.
+    """
+    if with_proposals is None:
+        with_proposals = get_dataset_mapper_class(cfg).uses_proposals
     names = list(cfg.DATASETS.TRAIN)
-    caches = list(cfg.DATASETS.SOCO.PROPOSAL_CACHES)
+    caches = list(cfg.DATASETS.SSL.PROPOSAL_CACHES)
     if not names:
         raise ValueError("DATASETS.TRAIN is empty")
     if caches and len(caches) != len(names):
         raise ValueError(
-            f"DATASETS.SOCO.PROPOSAL_CACHES has {len(caches)} entries for {len(names)} "
+            f"DATASETS.SSL.PROPOSAL_CACHES has {len(caches)} entries for {len(names)} "
             "DATASETS.TRAIN datasets; give one per dataset or none"
         )
     out: List[Dict] = []
     for i, name in enumerate(names):
-        override = caches[i] if caches else None
-        default_cache = override or MetadataCatalog.get(name).get("proposal_cache", None)
-        dicts = DatasetCatalog.get(name)
-        if not len(dicts):
+        dicts = [
+            {"file_name": d["file_name"], "image_id": d.get("image_id", d["file_name"]),
+             **({"proposals": d["proposals"]} if "proposals" in d else {})}
+            for d in DatasetCatalog.get(name)
+        ]
+        if not dicts:
             raise ValueError(f"Dataset '{name}' is empty")
-        for d in dicts:
-            cache = override or d.get("proposal_cache") or default_cache
+        if with_proposals and not all("proposals" in d for d in dicts):
+            cache = (caches[i] if caches else None) or MetadataCatalog.get(name).get(
+                "proposal_cache", None
+            )
             if not cache:
                 raise ValueError(
-                    f"Dataset '{name}' has no proposal cache: set DATASETS.SOCO.PROPOSAL_CACHES "
-                    "or register it with soco_d2.data.datasets.register_image_folder"
+                    f"Dataset '{name}' has no proposal cache, which INPUT.DATASET_MAPPER_NAME "
+                    f"{cfg.INPUT.DATASET_MAPPER_NAME!r} needs: set DATASETS.SSL.PROPOSAL_CACHES "
+                    "or register the folder with one (DATASETS.SSL.REGISTER "
+                    "'NAME=folder:IMAGE_DIR:PROPOSAL_CACHE')"
                 )
-            key = d.get("proposal_key") if "proposal_cache" in d else None
-            out.append(
-                {
-                    "file_name": d["file_name"],
-                    "image_id": d.get("image_id", d["file_name"]),
-                    "proposal_cache": str(cache),
-                    "proposal_key": str(key if key is not None else d.get("image_id")),
-                }
-            )
+            dicts = attach_proposals(dicts, str(cache), name, open_cache)
+        out.extend(dicts)
     return out
 
 
-def build_soco_pretrain_loader(
-    cfg, mapper: Optional[SoCoDatasetMapper] = None, proposal_caches: Optional[CacheSource] = None
-):
-    """detectron2's infinite training loader over ``DATASETS.TRAIN`` with the SoCo mapper.
+def build_pretrain_loader(cfg, mapper=None):
+    """detectron2's infinite training loader over ``DATASETS.TRAIN`` with the config's mapper.
 
     Args:
-        cfg: a soco_d2 config.
-        mapper: defaults to ``SoCoDatasetMapper(cfg, is_train=True)``.
-        proposal_caches: passed to the default mapper (how to open caches; tests use fakes).
+        cfg: a soco_d2 pretraining config.
+        mapper: defaults to ``build_dataset_mapper(cfg, is_train=True)``.
 
     Returns:
         an iterable of lists (``SOLVER.IMS_PER_BATCH`` / world size) of mapper outputs.
     """
     if mapper is None:
-        mapper = SoCoDatasetMapper(cfg, True, proposal_caches=proposal_caches)
+        mapper = build_dataset_mapper(cfg, True)
     return build_detection_train_loader(
         cfg,
         mapper=mapper,
-        dataset=get_pretrain_dataset_dicts(cfg),
+        dataset=get_pretrain_dataset_dicts(cfg, getattr(mapper, "uses_proposals", False)),
         aspect_ratio_grouping=False,
     )

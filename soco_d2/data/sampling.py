@@ -1,7 +1,7 @@
 """Which proposals a SoCo sample uses, and the box-level augmentations.
 
 Facts of the official code (hologerry/SoCo ``contrast/data/dataset.py``, ``bboxs_utils.py``)
-that REFERENCE.md does not spell out, followed here:
+that the paper does not spell out, followed here:
 
 - A proposal counts as overlapping when its intersection with the views' common region has
   positive area; it need not lie inside. With integer boxes the official strict inequalities
@@ -20,7 +20,7 @@ that REFERENCE.md does not spell out, followed here:
 
 One deliberate difference: the official code draws one set of K proposals per view pair
 ((V1, V2) and (V1, V3), each overlapping that pair) and pads each view independently; here one
-set of K proposals serves every view (contract 3: row k of every view is the same proposal), so
+set of K proposals serves every view (the mapper's output: row k of every view is the same proposal), so
 proposals must overlap all views' common region.
 """
 

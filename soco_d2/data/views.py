@@ -13,7 +13,7 @@ View kinds (``ViewSpec.kind``):
 
 Colour ops work on ``(H, W, 3)`` uint8 arrays with OpenCV look-up tables and blends; on
 224 px views they are several times faster than torchvision's PIL path and avoid its
-float conversions (measured in the mapper benchmark of the report).
+float conversions.
 """
 
 import math
@@ -60,7 +60,7 @@ class ViewSpec:
 def make_view_specs(
     sizes: Sequence[int], v3_mode: str = "crop", downsampled_view: int = -1
 ) -> List[ViewSpec]:
-    """Turn ``INPUT.SOCO`` view keys into one ``ViewSpec`` per view (V1 first).
+    """Turn SoCo's view keys (``INPUT.SSL.VIEW_SIZES``, ``INPUT.SOCO``) into one ``ViewSpec`` per view (V1 first).
 
     Args:
         sizes: ``VIEW_SIZES``; V1 is the whole image, the others are crops unless below.

@@ -1,8 +1,8 @@
 """Training engine: one Trainer for pretraining and fine-tuning, hooks, config setup."""
 from .hooks import IterationSeedHook, TargetEMAHook, WeightDriftHook
-from .setup import count_train_images, load_cfg, setup_cfg
+from .setup import check_detector_data, count_train_images, load_cfg, setup_cfg
 from .train_loop import NonFiniteLossError, build_step_runner
-from .trainer import PRETRAIN_META_ARCHITECTURES, Trainer, is_pretraining
+from .trainer import Trainer, is_pretraining
 
 __all__ = [
     "Trainer",
@@ -14,6 +14,6 @@ __all__ = [
     "WeightDriftHook",
     "NonFiniteLossError",
     "build_step_runner",
-    "PRETRAIN_META_ARCHITECTURES",
+    "check_detector_data",
     "is_pretraining",
 ]

@@ -1,9 +1,12 @@
-"""Training-step benchmark on random views and boxes (no disk), split by phase.
+"""Training-step benchmark of any pretraining method, each against its own floor.
 
-One measured step is: data (make a random mapper-shaped batch), forward (online + target),
-backward, optimizer (LARS step + EMA target update). The *floor* is the part no SoCo
-implementation can avoid: online backbone(+FPN) forward and backward plus the target
-backbone(+FPN) forward on every used view (for C4, plus the res5 head on the boxes).
+Inputs are real mapper outputs: synthetic images (random textures of ImageNet's typical 500x375,
+with random proposals for mappers that use them) go through the config's registered mapper once,
+before timing, so the benchmark needs no dataset and no disk, and measures exactly the batches the
+method trains on. One measured step is forward (online + target), backward, optimizer (step +
+EMA target update). The *floor* is what no implementation of the method can avoid: the model's
+``floor(batch)`` (its backbone passes: online forward and backward, target forward), timed on
+the same batch right after each step so load changes on a shared machine hit both alike.
 ``outside_backbone_share = 1 - floor / step``.
 
 Peak memory is the process's peak RSS on CPU (``ru_maxrss``, lifetime-wide: compare modes in
@@ -14,16 +17,16 @@ import resource
 import time
 from typing import Callable, Dict, List
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode
 
-from soco_d2.modeling.momentum import cosine_momentum
-from soco_d2.modeling.testing import random_soco_batch
+from soco_d2.data.dataset_mappers import build_dataset_mapper
 from soco_d2.solver import build_optimizer
 
 from .trainer import Trainer
 
-__all__ = ["benchmark_training", "peak_memory_gib"]
+__all__ = ["benchmark_training", "peak_memory_gib", "synthetic_batches"]
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -60,33 +63,46 @@ def _autocast(device: torch.device, amp_dtype):
     return torch.autocast(device.type, dtype=amp_dtype)
 
 
-def _floor_step(model, batch: List[dict], used_views: List[int], amp_dtype, clock: _Clock):
-    """Online backbone fwd+bwd and target backbone fwd on every used view, nothing else.
+def synthetic_batches(
+    cfg: CfgNode, num_batches: int, batch_size: int, height: int = 375, width: int = 500,
+    seed: int = 0,
+) -> List[List[dict]]:
+    """``num_batches`` batches of the config's mapper outputs on synthetic images.
 
-    For C4 the res5 head over the pooled boxes is part of the floor too: it is the detector's
-    own last stage, which every C4 implementation must run on every box (REFERENCE.md measures
-    the official C4 step against this "res5 floor").
+    Args:
+        cfg: a pretraining config (INPUT.DATASET_MAPPER_NAME picks the mapper).
+        num_batches, batch_size: how many.
+        height, width: image size (ImageNet's typical 375 x 500 by default).
+        seed: seeds images, proposals and the mapper's random draws.
+
+    Returns:
+        list of batches, each a list of ``batch_size`` mapper outputs.
     """
-    c4 = hasattr(model.roi_heads, "res5")
-    with clock.phase("floor_forward"), _autocast(model.device, amp_dtype):
-        total = 0.0
-        for v in used_views:
-            images = model.preprocess_view(batch, v)
-            feats = model.backbone(images.tensor)
-            outs = list(feats.values())
-            with torch.no_grad():
-                target_feats = model.target["backbone"](images.tensor)
-            if c4:
-                boxes = model.view_boxes(batch, v)
-                levels = model.roi_heads.assign_levels(boxes)
-                outs.append(model.roi_heads(feats, boxes, levels))
-                with torch.no_grad():
-                    model.target["roi_heads"](target_feats, boxes, levels)
-            # A scalar touching every output so backward reaches the whole floor network.
-            total = total + sum(f.float().mean() for f in outs)
-    with clock.phase("floor_backward"):
-        total.backward()
-    model.zero_grad(set_to_none=True)
+    mapper = build_dataset_mapper(cfg, True)
+    rng = np.random.default_rng(seed)
+    np.random.seed(seed)
+    batches = []
+    for b in range(num_batches):
+        batch = []
+        for i in range(batch_size):
+            # smooth random texture: a small random image upsampled, so crops are not pure noise
+            small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+            image = np.ascontiguousarray(
+                np.kron(small, np.ones((16, 16, 1), dtype=np.uint8))[:height, :width]
+            )
+            d = {"file_name": f"synthetic_{b}_{i}.png", "image_id": f"{b}_{i}", "image": image}
+            if getattr(mapper, "uses_proposals", False):
+                wh = rng.uniform(0.3, 0.8, (20, 1)) * np.sqrt(height * width)
+                wh = np.concatenate([wh * rng.uniform(0.7, 1.3, (20, 1)), wh], 1)
+                wh = np.minimum(wh, [width, height])
+                xy = rng.uniform(0, 1, (20, 2)) * ([width, height] - wh)
+                d["proposals"] = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+            out = mapper(d)
+            if out is None:
+                raise RuntimeError("the mapper skipped a synthetic image")
+            batch.append(out)
+        batches.append(batch)
+    return batches
 
 
 def benchmark_training(
@@ -97,35 +113,34 @@ def benchmark_training(
     measure_floor: bool = True,
     log: Callable[[str], None] = print,
 ) -> Dict[str, float]:
-    """Run ``warmup + iters`` SoCo training steps on random batches and time them.
+    """Run ``warmup + iters`` training steps of the config's method and time them.
 
     Args:
-        cfg: a SoCo config; SOLVER.IMS_PER_BATCH is the batch, MODEL.DEVICE the device.
+        cfg: a pretraining config; SOLVER.IMS_PER_BATCH is the batch, MODEL.DEVICE the device.
         iters: measured iterations.
         warmup: unmeasured iterations first (allocator, caches).
         amp_dtype: torch.float16 / torch.bfloat16 for autocast (CUDA), or None for fp32.
-        measure_floor: also time the backbone+FPN floor (same batch, after each step).
+        measure_floor: also time the model's floor (same batch, after each step).
         log: where progress lines go.
 
     Returns:
-        dict with images_per_s, s_per_iter, data_s, forward_s, backward_s, optimizer_s
-        (per iteration), floor_s_per_iter, outside_backbone_share, peak_mem_gib.
+        dict with images_per_s, s_per_iter, forward_s, backward_s, optimizer_s (per
+        iteration), floor_s_per_iter, step_over_floor, outside_backbone_share, peak_mem_gib.
     """
     device = torch.device(cfg.MODEL.DEVICE)
     batch_size = cfg.SOLVER.IMS_PER_BATCH
+    total_iters = warmup + iters
+    batches = synthetic_batches(cfg, total_iters, batch_size)
     model = Trainer.build_model(cfg)
     model.train()
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    used = sorted({v for p in cfg.MODEL.SOCO.PAIRS for v in p})
-    total_iters = warmup + iters
     clock, floor_clock = _Clock(device), _Clock(device)
     for it in range(total_iters):
         if it == warmup:
             clock.totals.clear()
             floor_clock.totals.clear()
-        with clock.phase("data"):
-            batch = random_soco_batch(cfg, batch_size, seed=it)
+        batch = batches[it]
         with clock.phase("forward"), _autocast(device, amp_dtype):
             losses = sum(model(batch).values())
         with clock.phase("backward"):
@@ -134,13 +149,16 @@ def benchmark_training(
         with clock.phase("optimizer"):
             scaler.step(optimizer)
             scaler.update()
-            model.update_target(cosine_momentum(cfg.MODEL.SOCO.MOMENTUM, it, total_iters))
+            if hasattr(model, "update_target"):
+                model.update_target(model.target_momentum(it, total_iters))
         if measure_floor:
-            # Interleaved with the steps, on the same batch, so load changes on a shared
-            # machine hit both measurements alike.
-            _floor_step(model, batch, used, amp_dtype, floor_clock)
+            with floor_clock.phase("floor_forward"), _autocast(device, amp_dtype):
+                floor = model.floor(batch)
+            with floor_clock.phase("floor_backward"):
+                floor.backward()
+            model.zero_grad(set_to_none=True)
         log(f"iter {it}{' (warmup)' if it < warmup else ''}: loss {float(losses.detach()):.4f}")
-    step = {k: clock.totals[k] / iters for k in ("data", "forward", "backward", "optimizer")}
+    step = {k: clock.totals[k] / iters for k in ("forward", "backward", "optimizer")}
     s_per_iter = sum(step.values())
     out = {
         "images_per_s": batch_size / s_per_iter,
@@ -149,8 +167,9 @@ def benchmark_training(
     }
     if measure_floor:
         t = floor_clock.totals
-        floor = (t["floor_forward"] + t["floor_backward"]) / iters
-        out["floor_s_per_iter"] = floor
-        out["outside_backbone_share"] = max(0.0, 1.0 - floor / s_per_iter)
+        floor_s = (t["floor_forward"] + t["floor_backward"]) / iters
+        out["floor_s_per_iter"] = floor_s
+        out["step_over_floor"] = s_per_iter / floor_s
+        out["outside_backbone_share"] = max(0.0, 1.0 - floor_s / s_per_iter)
     out["peak_mem_gib"] = peak_memory_gib(device)
     return out

@@ -28,47 +28,38 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _default_momentum_fn() -> Callable[[float, int, int], float]:
-    # Imported lazily: the modeling package may register heavy modules we do not need here.
-    from soco_d2.modeling.momentum import cosine_momentum
-
-    return cosine_momentum
-
-
 class TargetEMAHook(HookBase):
     """After each optimizer step, move the target network towards the online one.
 
-    Calls ``model.update_target(m)`` with ``m = momentum_fn(base_momentum, iter, max_iter)``
-    (cosine from ``base_momentum`` to 1 by default). It depends only on the iteration, so a
-    resumed run gets the same momenta. Register it before the periodic checkpointer so each
-    checkpoint holds the target after that iteration's update.
+    Calls ``model.update_target(m)`` with ``m = momentum_fn(iter, max_iter)``, by default the
+    model's own schedule ``model.target_momentum`` (``soco_d2.modeling.SSLMetaArch``: constant or
+    cosine from MODEL.SSL.MOMENTUM). It depends only on the iteration, so a resumed run gets the
+    same momenta. Register it before the periodic checkpointer so each checkpoint holds the
+    target after that iteration's update.
 
     Args:
-        base_momentum: m0 (MODEL.SOCO.MOMENTUM, e.g. 0.99).
-        momentum_fn: ``(base, iteration, max_iter) -> float``; default
-            ``soco_d2.modeling.momentum.cosine_momentum``.
+        momentum_fn: ``(iteration, max_iter) -> float``; default the model's
+            ``target_momentum``.
     """
 
-    def __init__(
-        self,
-        base_momentum: float,
-        momentum_fn: Optional[Callable[[float, int, int], float]] = None,
-    ):
-        self._base = float(base_momentum)
+    def __init__(self, momentum_fn: Optional[Callable[[int, int], float]] = None):
         self._momentum_fn = momentum_fn
 
     def before_train(self) -> None:
-        if self._momentum_fn is None:
-            self._momentum_fn = _default_momentum_fn()
-        if not hasattr(unwrap_model(self.trainer.model), "update_target"):
+        model = unwrap_model(self.trainer.model)
+        if not hasattr(model, "update_target"):
             raise TypeError(
-                f"{type(unwrap_model(self.trainer.model)).__name__} has no update_target(); "
+                f"{type(model).__name__} has no update_target(); "
                 "TargetEMAHook only applies to models with an EMA target"
             )
+        if self._momentum_fn is None:
+            if not hasattr(model, "target_momentum"):
+                raise TypeError(f"{type(model).__name__} has no target_momentum(); pass momentum_fn")
+            self._momentum_fn = model.target_momentum
 
     def after_step(self) -> None:
         it, max_iter = self.trainer.iter, self.trainer.max_iter
-        momentum = float(self._momentum_fn(self._base, it, max_iter))
+        momentum = float(self._momentum_fn(it, max_iter))
         unwrap_model(self.trainer.model).update_target(momentum)
         self.trainer.storage.put_scalar("ema_momentum", momentum, smoothing_hint=False)
 

@@ -2,13 +2,16 @@
 
 It is detectron2's ``DefaultTrainer`` with these differences:
 - the optimizer comes from ``soco_d2.solver.build_optimizer`` (SGD, LARS, AdamW);
-- pretraining meta-architectures (``PRETRAIN_META_ARCHITECTURES``) read data through
-  ``soco_d2.data.build.build_soco_pretrain_loader``, have no evaluation, and get the EMA target
-  hook; detectors use detectron2's loaders and an evaluator chosen by the test set's
-  ``evaluator_type`` metadata;
+- pretraining meta-architectures (registered classes with ``is_pretraining = True``, i.e.
+  subclasses of ``soco_d2.modeling.SSLMetaArch``) read data through
+  ``soco_d2.data.build.build_pretrain_loader`` (the mapper named by
+  ``INPUT.DATASET_MAPPER_NAME``), have no evaluation, and get the EMA target hook when the model
+  has ``update_target``; detectors use detectron2's loaders and an evaluator chosen by the test
+  set's ``evaluator_type`` metadata, after a check that the config's class count matches the
+  training set's;
 - a non-finite loss stops the run on every rank before the optimizer step, naming the
   iteration and the last good checkpoint (see ``train_loop.py``);
-- AMP in float16 or bfloat16 (SOLVER.AMP.DTYPE), optional channels_last weights;
+- AMP in float16 or bfloat16 (SOLVER.AMP.DTYPE);
 - RNGs re-seeded per iteration when cfg.SEED >= 0, so ``--resume`` continues exactly.
 """
 import logging
@@ -21,32 +24,39 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.evaluation import (
-    CityscapesInstanceEvaluator,
-    COCOEvaluator,
-    DatasetEvaluator,
-    PascalVOCDetectionEvaluator,
-)
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.evaluation import CityscapesInstanceEvaluator, COCOEvaluator, DatasetEvaluator
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from soco_d2.solver import build_optimizer
 
+# CPU-aware: no device_ids for CPU models, SyncBatchNorm synchronised over gloo.
+from .distributed import create_ddp_model
+from .setup import check_detector_data
 from .hooks import IterationSeedHook, TargetEMAHook, WeightDriftHook, unwrap_model
 from .train_loop import NonFiniteLossError, build_step_runner
 
-__all__ = ["Trainer", "PRETRAIN_META_ARCHITECTURES", "is_pretraining"]
-
-
-# Meta-architectures trained on unlabeled views; add peers (MoCoV2, DetCo, ...) here.
-PRETRAIN_META_ARCHITECTURES = {"SoCo"}
+__all__ = ["Trainer", "is_pretraining"]
 
 
 def is_pretraining(cfg: CfgNode) -> bool:
-    """True if cfg trains a self-supervised meta-architecture (no labels, no evaluation)."""
-    return cfg.MODEL.META_ARCHITECTURE in PRETRAIN_META_ARCHITECTURES
+    """True if cfg trains a self-supervised meta-architecture (no labels, no evaluation).
+
+    A meta-architecture says so itself with a class attribute ``is_pretraining = True``
+    (``soco_d2.modeling.SSLMetaArch`` sets it), so a new method needs no change here.
+    """
+    name = cfg.MODEL.META_ARCHITECTURE
+    try:
+        cls = META_ARCH_REGISTRY.get(name)
+    except KeyError:
+        raise KeyError(
+            f"MODEL.META_ARCHITECTURE {name!r} is not registered; known: "
+            f"{sorted(k for k, _ in META_ARCH_REGISTRY)}"
+        ) from None
+    return bool(getattr(cls, "is_pretraining", False))
 
 
 class Trainer(DefaultTrainer):
@@ -94,9 +104,10 @@ class Trainer(DefaultTrainer):
     # ---------------------------------------------------------------- parts
     @classmethod
     def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
-        """detectron2's build_model, then channels_last weights if MODEL.SOCO.CHANNELS_LAST."""
+        """detectron2's build_model; for detectors, channels_last weights if
+        MODEL.SSL.CHANNELS_LAST (pretraining models apply it themselves)."""
         model = super().build_model(cfg)
-        if cfg.MODEL.SOCO.CHANNELS_LAST:
+        if cfg.MODEL.SSL.CHANNELS_LAST and not is_pretraining(cfg):
             # A conv runs channels_last when its weight is; activations follow.
             model = model.to(memory_format=torch.channels_last)
         return model
@@ -108,10 +119,29 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
         if is_pretraining(cfg):
-            from soco_d2.data.build import build_soco_pretrain_loader
+            from soco_d2.data.build import build_pretrain_loader
 
-            return build_soco_pretrain_loader(cfg)
-        return super().build_train_loader(cfg)
+            return build_pretrain_loader(cfg)
+        from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+
+        # Loaded here (as detectron2 would) so the data can be checked against the config.
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=(
+                cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+                if cfg.MODEL.KEYPOINT_ON
+                else 0
+            ),
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        check_detector_data(cfg, dicts)
+        from soco_d2.data.lsj import build_detection_train_mapper
+
+        # None (detectron2's default mapper) unless INPUT.LSJ.ENABLED (ViTDet's jitter)
+        return build_detection_train_loader(
+            cfg, dataset=dicts, mapper=build_detection_train_mapper(cfg)
+        )
 
     @classmethod
     def build_evaluator(
@@ -125,7 +155,7 @@ class Trainer(DefaultTrainer):
             output_folder: where COCOEvaluator writes; default OUTPUT_DIR/inference.
 
         Returns:
-            COCOEvaluator ("coco"), PascalVOCDetectionEvaluator ("pascal_voc") or
+            COCOEvaluator ("coco"), VOCDetectionEvaluator ("pascal_voc") or
             CityscapesInstanceEvaluator ("cityscapes_instance").
         """
         if output_folder is None:
@@ -134,7 +164,10 @@ class Trainer(DefaultTrainer):
         if evaluator_type == "coco":
             return COCOEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type == "pascal_voc":
-            return PascalVOCDetectionEvaluator(dataset_name)
+            # detectron2's evaluator subclassed: also reads XML without pose/truncated/difficult.
+            from soco_d2.data.datasets import VOCDetectionEvaluator
+
+            return VOCDetectionEvaluator(dataset_name)
         if evaluator_type == "cityscapes_instance":
             return CityscapesInstanceEvaluator(dataset_name)
         raise NotImplementedError(
@@ -159,7 +192,7 @@ class Trainer(DefaultTrainer):
         if hasattr(unwrap_model(self.model), "update_target"):
             # Right after LRScheduler, before PreciseBN / checkpointer / eval / writers.
             at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
-            ret.insert(at, TargetEMAHook(self.cfg.MODEL.SOCO.MOMENTUM))
+            ret.insert(at, TargetEMAHook())
             ret.insert(at + 1, WeightDriftHook(period=20))
         return ret
 

@@ -1,14 +1,14 @@
 """Mini-COCO splits: the first N% of a COCO instances json's images, ordered by image id.
 
 ``datasets/prepare_mini_coco.py`` writes ``instances_train2017_{5,10}pct.json`` next to
-``instances_train2017.json``; ``soco_d2.data.register`` registers them as
+``instances_train2017.json``; ``soco_d2.data.datasets`` registers them as
 ``coco_2017_train_5pct`` / ``coco_2017_train_10pct`` (images stay in ``train2017/``).
 """
 import json
 import math
-import os
-import tempfile
 from typing import Dict
+
+from soco_d2.utils.io import atomic_write
 
 __all__ = ["coco_subset_first_percent", "write_coco_subset"]
 
@@ -43,14 +43,6 @@ def write_coco_subset(json_in: str, json_out: str, percent: float) -> Dict[str, 
     with open(json_in) as f:
         coco = json.load(f)
     sub = coco_subset_first_percent(coco, percent)
-    out_dir = os.path.dirname(os.path.abspath(json_out))
-    fd, tmp = tempfile.mkstemp(prefix=".mini-coco-", suffix=".json", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(sub, f)
-        os.replace(tmp, json_out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(json_out) as f:
+        json.dump(sub, f)
     return {"images": len(sub["images"]), "annotations": len(sub["annotations"])}

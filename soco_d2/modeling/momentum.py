@@ -11,7 +11,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["cosine_momentum", "build_momentum_target", "ema_update_"]
+__all__ = ["cosine_momentum", "constant_momentum", "build_momentum_target", "ema_update_"]
 
 
 def cosine_momentum(base: float, iteration: int, max_iter: int) -> float:
@@ -31,6 +31,19 @@ def cosine_momentum(base: float, iteration: int, max_iter: int) -> float:
         raise ValueError(f"max_iter must be > 0, got {max_iter}")
     it = min(max(iteration, 0), max_iter)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * it / max_iter) + 1.0) / 2.0
+
+
+def constant_momentum(base: float, iteration: int, max_iter: int) -> float:
+    """The same momentum at every iteration (MoCo, DenseCL, DetCo: 0.999).
+
+    Args:
+        base: m.
+        iteration, max_iter: ignored; the signature matches :func:`cosine_momentum`.
+
+    Returns:
+        ``base``.
+    """
+    return float(base)
 
 
 def build_momentum_target(online: nn.Module) -> nn.Module:

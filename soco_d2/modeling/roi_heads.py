@@ -87,16 +87,19 @@ class SoCoROIHeads(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         s = cfg.MODEL.SOCO
-        in_features = list(s.IN_FEATURES)
+        # detectron2's own keys: the detector pools the same features at the same resolution.
+        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        box = cfg.MODEL.ROI_BOX_HEAD
         missing = [f for f in in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"MODEL.SOCO.IN_FEATURES {missing} not in backbone outputs "
+            raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES {missing} not in backbone outputs "
                              f"{sorted(input_shape)}")
+        resolution = box.POOLER_RESOLUTION
         pooler = ROIPooler(
-            output_size=s.POOLER_RESOLUTION,
+            output_size=resolution,
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
-            sampling_ratio=s.POOLER_SAMPLING_RATIO,
-            pooler_type=s.POOLER_TYPE,
+            sampling_ratio=box.POOLER_SAMPLING_RATIO,
+            pooler_type=box.POOLER_TYPE,
         )
         ret = {"in_features": in_features, "pooler": pooler, "level_ranges": list(s.LEVEL_RANGES)}
         if s.HEAD_TYPE == "FPN":
@@ -105,8 +108,7 @@ class SoCoROIHeads(nn.Module):
                 raise ValueError(f"FPN levels have different channels: {channels}")
             ret["box_head"] = build_box_head(
                 cfg,
-                ShapeSpec(channels=channels.pop(), height=s.POOLER_RESOLUTION,
-                          width=s.POOLER_RESOLUTION),
+                ShapeSpec(channels=channels.pop(), height=resolution, width=resolution),
             )
         elif s.HEAD_TYPE == "C4":
             if len(in_features) != 1:

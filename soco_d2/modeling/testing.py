@@ -1,14 +1,14 @@
 """Tiny SoCo configs and random inputs for tests and smoke checks (CPU, seconds).
 
 ``tiny_soco_cfg()`` gives an R-18 SoCo config with small widths; ``random_soco_batch(cfg)``
-gives mapper-shaped inputs (contract 3) for it. Reusable by any test that needs a SoCo model.
+gives inputs shaped like ``SoCoDatasetMapper``'s outputs for it. Reusable by any test that needs a SoCo model.
 """
 from typing import List, Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
 
-from ..config import add_soco_config
+from ..config import add_ssl_config
 
 __all__ = ["tiny_soco_cfg", "random_soco_batch"]
 
@@ -31,8 +31,9 @@ def tiny_soco_cfg(
         a detectron2 CfgNode with soco_d2's keys; LEVEL_RANGES scaled to the small views.
     """
     cfg = get_cfg()
-    add_soco_config(cfg)
+    add_ssl_config(cfg)
     cfg.MODEL.META_ARCHITECTURE = "SoCo"
+    cfg.INPUT.DATASET_MAPPER_NAME = "soco"
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     cfg.INPUT.FORMAT = "RGB"
@@ -44,7 +45,8 @@ def tiny_soco_cfg(
     r.WIDTH_PER_GROUP = 8  # only the C4 res5 head (bottlenecks) uses it: keeps it small
     s = cfg.MODEL.SOCO
     s.HEAD_TYPE = head_type
-    s.MLP_HIDDEN_DIM, s.MLP_OUT_DIM = 64, 32
+    cfg.MODEL.SSL.MLP_HIDDEN_DIM, cfg.MODEL.SSL.MLP_OUT_DIM = 64, 32
+    cfg.MODEL.SSL.ZERO_INIT_RESIDUAL = True  # the official SoCo init
     if head_type == "FPN":
         cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
         r.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -53,27 +55,29 @@ def tiny_soco_cfg(
         h = cfg.MODEL.ROI_BOX_HEAD
         h.NAME, h.NUM_CONV, h.NUM_FC, h.CONV_DIM, h.FC_DIM, h.NORM = (
             "FastRCNNConvFCHead", 4, 1, 32, 64, norm)
-        s.IN_FEATURES, s.POOLER_RESOLUTION = ["p2", "p3", "p4", "p5"], 7
+        cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+        cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
         s.LEVEL_RANGES = [16, 24, 40]  # 64 px views: every level gets boxes
         sizes = list(view_sizes or (64, 64, 32))
     elif head_type == "C4":
         cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
         r.OUT_FEATURES = ["res4"]
-        s.IN_FEATURES, s.POOLER_RESOLUTION = ["res4"], 14
+        cfg.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
+        cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
         sizes = list(view_sizes or (64, 64))
     else:
         raise ValueError(f"head_type must be 'FPN' or 'C4', got {head_type!r}")
     s.PAIRS = [[0, v] for v in range(1, len(sizes))]
-    cfg.INPUT.SOCO.VIEW_SIZES = sizes
+    cfg.INPUT.SSL.VIEW_SIZES = sizes
     cfg.INPUT.SOCO.NUM_PROPOSALS = num_proposals
     return cfg
 
 
 def random_soco_batch(cfg: CfgNode, batch_size: int = 2, seed: int = 0) -> List[dict]:
-    """Random mapper outputs (contract 3) for ``cfg``: uint8 views and valid XYXY_ABS boxes.
+    """Random SoCo mapper outputs for ``cfg``: uint8 views and valid XYXY_ABS boxes.
 
     Args:
-        cfg: a SoCo config (INPUT.SOCO.VIEW_SIZES, INPUT.SOCO.NUM_PROPOSALS are read).
+        cfg: a SoCo config (INPUT.SSL.VIEW_SIZES, INPUT.SOCO.NUM_PROPOSALS are read).
         batch_size: number of images.
         seed: generator seed; the same seed gives the same batch.
 
@@ -85,7 +89,7 @@ def random_soco_batch(cfg: CfgNode, batch_size: int = 2, seed: int = 0) -> List[
     batch = []
     for i in range(batch_size):
         views, boxes = [], []
-        for side in cfg.INPUT.SOCO.VIEW_SIZES:
+        for side in cfg.INPUT.SSL.VIEW_SIZES:
             views.append(torch.randint(0, 256, (3, side, side), generator=g, dtype=torch.uint8))
             wh = side * (0.1 + 0.85 * torch.rand(k, 2, generator=g))
             xy = (side - wh) * torch.rand(k, 2, generator=g)

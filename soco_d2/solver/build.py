@@ -10,9 +10,10 @@ from typing import Any, Dict, List, Tuple
 import torch
 from detectron2.config import CfgNode
 from detectron2.solver import build_optimizer as d2_build_optimizer
-from detectron2.solver.build import maybe_add_gradient_clipping
 
+from .clip import maybe_add_gradient_clipping
 from .lars import LARS
+from .llrd import adamw_param_groups_from_config
 
 __all__ = ["build_optimizer", "split_excluded_params", "NORM_MODULE_TYPES"]
 
@@ -93,10 +94,11 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
             trust_coefficient=cfg.SOLVER.LARS_TRUST,
         )
     elif name == "ADAMW":
-        for g in groups:
-            g.pop("lars_exclude", None)
+        # No decay on 1-D params and pos_embed; layer-wise lr decay when SOLVER.LAYER_DECAY > 0.
+        groups = adamw_param_groups_from_config(cfg, model)
         optimizer = torch.optim.AdamW(
-            groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+            groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            betas=tuple(cfg.SOLVER.ADAMW_BETAS),
         )
     else:
         raise ValueError(f"Unknown SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r}: SGD, LARS or AdamW")
@@ -106,4 +108,5 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
         sum(len(g["params"]) for g in groups),
         len(groups[1]["params"]) if len(groups) > 1 else 0,
     )
+    # detectron2's per-tensor "value"/"norm" clipping, or the global norm ("full_model")
     return maybe_add_gradient_clipping(cfg, optimizer)

@@ -198,14 +198,29 @@ def plot_pipeline(
     seeds: Sequence[int],
     finetune_config: str,
     finetune_opts: Sequence[str] = (),
+    pretrains: Sequence[str] = (),
+    grid_inits: Optional[Sequence[str]] = None,
 ) -> List[str]:
-    """All plots of a pipeline output directory (see :mod:`soco_d2.pipeline`) into ``out/plots``."""
+    """All plots of a pipeline output directory (see :mod:`soco_d2.pipeline`) into ``out/plots``.
+
+    Args:
+        out: the pipeline's output directory.
+        inits / seeds: the fine-tunes, ``out/finetune/<init>_seed<S>``.
+        finetune_config / finetune_opts: the detector config whose DATASETS.TEST the
+            prediction grid shows.
+        pretrains: pretraining names, ``out/pretrain/<name>`` (one curve each).
+        grid_inits: the inits fine-tuned with ``finetune_config`` (default: all).
+
+    Returns:
+        the PNG files written.
+    """
     plots = os.path.join(out, "plots")
     written = []
-    pre = os.path.join(out, "pretrain", "metrics.json")
-    written.append(
-        plot_training_curves({"pretrain": pre}, f"{plots}/pretrain_curves.png", "pretraining")
-    )
+    curves = {n: os.path.join(out, "pretrain", n, "metrics.json") for n in pretrains}
+    if curves:
+        written.append(
+            plot_training_curves(curves, f"{plots}/pretrain_curves.png", "pretraining")
+        )
     runs = {
         f"{i} seed{s}": os.path.join(out, "finetune", f"{i}_seed{s}", "metrics.json")
         for i in inits
@@ -222,7 +237,7 @@ def plot_pipeline(
                 f"{i} (seed {seed})": os.path.join(
                     out, "finetune", f"{i}_seed{seed}", "inference", "coco_instances_results.json"
                 )
-                for i in inits
+                for i in (inits if grid_inits is None else grid_inits)
             }
             grid = f"{plots}/predictions.png"
             written.append(plot_prediction_grid(cfg.DATASETS.TEST[0], preds, grid))

@@ -4,47 +4,27 @@
 inner dicts exactly as detectron2's ``COCOEvaluator`` returns them (NaN written as null, so the
 file is strict JSON).
 """
-import json
 import math
-import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from .io import write_json_atomic  # re-exported: callers import it from here
 
 __all__ = [
     "METRICS",
     "TASKS",
     "compare",
     "format_console",
+    "methods_table",
     "results_table",
     "summarize",
+    "verdict",
     "write_json_atomic",
 ]
 
 TASKS = ("bbox", "segm")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def _strict(obj):
-    """Replace NaN/inf by None recursively (json.dump would write non-standard NaN)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {str(k): _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _strict(obj.item())
-    return obj
-
-
-def write_json_atomic(obj, path: str) -> None:
-    """Write ``obj`` as strict JSON via a temporary file and ``os.replace``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(_strict(obj), f, indent=2)
-    os.replace(tmp, path)
 
 
 def summarize(results: Mapping[str, Mapping[str, Mapping]]) -> Dict[str, Dict[str, Dict]]:
@@ -81,22 +61,92 @@ def compare(summary: Mapping, init: str, baseline: str, task: str = "bbox") -> O
     """AP difference of ``init`` over ``baseline`` and whether it exceeds twice the seed std.
 
     Returns:
-        ``{"delta", "two_std", "significant"}`` (two_std uses the larger of the two stds), or
-        None when either has no AP for ``task``.
+        ``{"delta", "two_std", "significant", "seeds"}``: ``seeds`` is the smaller seed count
+        of the two; with fewer than two seeds there is no spread estimate, and ``two_std`` and
+        ``significant`` are None. ``two_std`` uses the larger of the two stds. None when either
+        has no AP for ``task``.
     """
     try:
         a, b = summary[init][task]["AP"], summary[baseline][task]["AP"]
     except KeyError:
         return None
-    two_std = 2.0 * max(a["std"], b["std"])
     delta = a["mean"] - b["mean"]
-    return {"delta": delta, "two_std": two_std, "significant": delta > two_std}
+    seeds = min(a["n"], b["n"])
+    if seeds < 2:
+        return {"delta": delta, "two_std": None, "significant": None, "seeds": seeds}
+    two_std = 2.0 * max(a["std"], b["std"])
+    return {"delta": delta, "two_std": two_std, "significant": delta > two_std, "seeds": seeds}
 
 
-def results_table(results: Mapping[str, Mapping[str, Mapping]]) -> str:
-    """Markdown: mean +- std per init over seeds, then every run, for bbox and segm."""
+def verdict(c: Optional[Mapping]) -> str:
+    """One line for a :func:`compare` result, e.g. ``+1.88 (more than twice the seed std,
+    1.28)`` or ``+0.70 (one seed: no spread estimate)``."""
+    if c is None:
+        return "-"
+    if c["significant"] is None:
+        return f"{c['delta']:+.2f} (one seed: no spread estimate)"
+    word = "more" if c["significant"] else "not more"
+    return f"{c['delta']:+.2f} ({word} than twice the seed std, {c['two_std']:.2f})"
+
+
+def _default_baselines(inits: Sequence[str]) -> Dict[str, str]:
+    return {i: "scratch" for i in inits if i != "scratch"} if "scratch" in inits else {}
+
+
+def _minutes(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def methods_table(
+    results: Mapping[str, Mapping[str, Mapping]],
+    baselines: Optional[Mapping[str, str]] = None,
+    pretrain_seconds: Optional[Mapping[str, Optional[float]]] = None,
+    detectors: Optional[Mapping[str, str]] = None,
+) -> str:
+    """The comparison: one row per init with box and mask AP (mean +- std over seeds), the
+    pretraining wall time and the box-AP verdict against its scratch baseline.
+
+    Args:
+        results: ``{init: {seed name: {task: {metric: value}}}}``.
+        baselines: init -> the init it is compared with (default: every init vs ``scratch``).
+        pretrain_seconds: init -> wall time of its pretraining (absent: ``-``).
+        detectors: init -> the detector it was fine-tuned with (adds a column).
+
+    Returns:
+        markdown table lines joined by newlines.
+    """
     summary = summarize(results)
-    lines: List[str] = []
+    baselines = _default_baselines(list(results)) if baselines is None else baselines
+    pretrain_seconds = pretrain_seconds or {}
+    head = ["init", *(["detector"] if detectors else []), "seeds", "box AP", "mask AP",
+            "pretraining", "box AP vs scratch"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for init, runs in results.items():
+        tasks = summary.get(init, {})
+        cells = [init, *([detectors.get(init, "-")] if detectors else []), str(len(runs))]
+        cells += [_cell(tasks.get(t, {}).get("AP")) for t in TASKS]
+        cells.append(_minutes(pretrain_seconds.get(init)))
+        base = baselines.get(init)
+        c = compare(summary, init, base) if base in summary else None
+        # a baseline other than plain scratch (e.g. scratch_vit) is named in its cell
+        cells.append(verdict(c) + (f" vs {base}" if c is not None and base != "scratch" else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_table(
+    results: Mapping[str, Mapping[str, Mapping]],
+    baselines: Optional[Mapping[str, str]] = None,
+    pretrain_seconds: Optional[Mapping[str, Optional[float]]] = None,
+    detectors: Optional[Mapping[str, str]] = None,
+) -> str:
+    """Markdown: :func:`methods_table`, then every metric as mean +- std per init and per run.
+
+    Arguments are those of :func:`methods_table`.
+    """
+    summary = summarize(results)
+    lines: List[str] = ["### Methods", "", methods_table(results, baselines, pretrain_seconds,
+                                                           detectors), ""]
     cols = [f"{t} {m}" for t in TASKS for m in METRICS]
     sections = (("Mean +- std over seeds", _mean_rows(summary)), ("Per run", _run_rows(results)))
     for title, rows in sections:
@@ -104,16 +154,6 @@ def results_table(results: Mapping[str, Mapping[str, Mapping]]) -> str:
         lines.append("|---" * (len(cols) + 2) + "|")
         lines += rows
         lines.append("")
-    inits = list(results)
-    if "scratch" in inits:
-        for init in inits:
-            c = compare(summary, init, "scratch") if init != "scratch" else None
-            if c is not None:
-                verdict = "more" if c["significant"] else "not more"
-                lines.append(
-                    f"- {init} vs scratch, box AP: {c['delta']:+.2f} ({verdict} than twice the"
-                    f" seed std, {c['two_std']:.2f})"
-                )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -148,9 +188,12 @@ def _run_rows(results: Mapping) -> List[str]:
 
 
 def format_console(
-    results: Mapping[str, Mapping[str, Mapping]], metrics: Sequence[str] = ("AP", "AP50", "AP75")
+    results: Mapping[str, Mapping[str, Mapping]],
+    metrics: Sequence[str] = ("AP", "AP50", "AP75"),
+    baselines: Optional[Mapping[str, str]] = None,
 ) -> str:
-    """A narrow table for the terminal: box and mask AP per init, mean +- std."""
+    """A narrow table for the terminal: box and mask AP per init, mean +- std, then one
+    verdict line per compared init (``baselines`` as in :func:`methods_table`)."""
     summary = summarize(results)
     head = f"{'init':<12}" + "".join(f"{'box ' + m:>16}" for m in metrics)
     head += "".join(f"{'mask ' + m:>16}" for m in metrics)
@@ -161,4 +204,9 @@ def format_console(
             for m in metrics:
                 row += f"{_cell(tasks.get(t, {}).get(m)):>16}"
         lines.append(row)
+    baselines = _default_baselines(list(results)) if baselines is None else baselines
+    for init, base in baselines.items():
+        c = compare(summary, init, base) if init in summary and base in summary else None
+        if c is not None:
+            lines.append(f"{init} vs {base}, box AP: {verdict(c)}")
     return "\n".join(lines)

@@ -1,4 +1,6 @@
 """Tiny detectron2 detectors and checkpoints in foreign key layouts, built for the tests."""
+import importlib.util
+import os
 import re
 
 import torch
@@ -104,3 +106,86 @@ def to_moco(state):
     out["module.encoder_q.fc.2.bias"] = torch.randn(4)
     out["module.queue"] = torch.randn(4, 16)
     return out
+
+
+def build_plain_resnet(depth: int = 18, seed: int = 0):
+    """The ResNet a neck-free method (MoCo v2, DenseCL, DetCo) pretrains: detectron2's
+    ``build_resnet_backbone`` with res5, at the widths of :func:`tiny_cfg`.
+
+    Returns:
+        its state dict (``stem.*``, ``res2..res5.*``), BN statistics randomised.
+    """
+    from detectron2.modeling import build_backbone
+
+    cfg = tiny_cfg("c4", depth)
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    torch.manual_seed(seed)
+    state = build_backbone(cfg).state_dict()
+    for name, buf in state.items():
+        if name.endswith(("running_mean", "running_var")):
+            buf.uniform_(0.5, 1.5)
+    return state
+
+
+def to_torchvision(plain_state):
+    """A plain detectron2 ResNet state dict under torchvision names, with a classifier."""
+    out = {_torchvision_resnet_name(k): v for k, v in plain_state.items()}
+    out["fc.weight"] = torch.randn(10, 8)
+    out["fc.bias"] = torch.randn(10)
+    return out
+
+
+def to_densecl_full(plain_state):
+    """A full DenseCL training checkpoint (mmcv runner) whose ResNet is ``plain_state``.
+
+    Query ResNet ``encoder_q.0.*`` and its copy ``backbone.*`` hold the same values; the key
+    network is shifted so that taking it would fail an equality check.
+    """
+    tv = {_torchvision_resnet_name(k): v for k, v in plain_state.items()}
+    state = {"queue": torch.randn(8, 16), "queue_ptr": torch.zeros(1, dtype=torch.long)}
+    state.update({"queue2": torch.randn(8, 16), "queue2_ptr": torch.zeros(1, dtype=torch.long)})
+    for k, v in tv.items():
+        state["encoder_q.0." + k] = v
+        state["encoder_k.0." + k] = v + 1 if v.is_floating_point() else v
+        state["backbone." + k] = v.clone()
+    for net in ("encoder_q", "encoder_k"):
+        state[f"{net}.1.mlp.0.weight"] = torch.randn(16, 8)
+        state[f"{net}.1.mlp2.0.weight"] = torch.randn(16, 8, 1, 1)
+    meta = {"epoch": 200, "iter": 1000, "mmcv_version": "0.4.3", "time": "Mon Jan  1 2021"}
+    optimizer = {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9, "params": [0, 1]}]}
+    return {"meta": meta, "state_dict": state, "optimizer": optimizer}
+
+
+def to_plugin_plain_resnet(plain_state):
+    """What DetectionCheckpointer saves for a plugin run of a neck-free ResNet method: online
+    ``backbone.*``, its EMA ``target.backbone.*``, a queue and a method head."""
+    model = {"backbone." + k: v for k, v in plain_state.items()}
+    for k, v in plain_state.items():
+        model["target.backbone." + k] = v + 3.0 if v.is_floating_point() else v
+    model["queue"] = torch.randn(8, 16)
+    model["queue_ptr"] = torch.zeros(1, dtype=torch.long)
+    model["global_head.0.weight"] = torch.randn(16, 8)
+    model["dense_head.0.weight"] = torch.randn(16, 8, 1, 1)
+    return {"model": model, "iteration": 10, "optimizer": {}}
+
+
+def expected_backbone(plain_state, arch: str):
+    """detectron2 detector key -> source tensor, for a plain ResNet placed in ``arch``."""
+    out = {}
+    for k, v in plain_state.items():
+        if arch == "fpn":
+            out["backbone.bottom_up." + k] = v
+        else:
+            out[("roi_heads." if k.startswith("res5.") else "backbone.") + k] = v
+    return out
+
+
+def load_cli():
+    """``tools/convert_pretrained.py`` as a module, so its ``main(argv)`` runs in-process."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(repo, "tools", "convert_pretrained.py")
+    spec = importlib.util.spec_from_file_location("convert_pretrained_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

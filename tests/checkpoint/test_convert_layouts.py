@@ -1,8 +1,5 @@
 """Converter round trips: every layout's tensors land, unchanged, in a fresh detector."""
-import os
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,9 +12,7 @@ from soco_d2.checkpoint import (
     detect_layout,
 )
 
-from _fixtures import build_detector, to_moco, to_official_soco, transferred_keys
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _fixtures import build_detector, load_cli, to_moco, to_official_soco, transferred_keys
 
 
 def _soco_d2_checkpoint(source_state, arch):
@@ -83,7 +78,7 @@ def test_moco_layout(tmp_path):
     ckpt = tmp_path / "moco_v2_800ep.pth.tar"
     torch.save({"state_dict": to_moco(source), "arch": "resnet50"}, ckpt)
     result = convert_checkpoint(str(ckpt), str(tmp_path / "out.pkl"))
-    assert result.layout == "moco" and result.arch == "c4"
+    assert result.layout == "moco_official" and result.arch == "c4"
     # encoder_k, the MLP fc and the queue stay behind
     assert {"module.encoder_q.fc.0.weight", "module.queue"} <= set(result.dropped)
     _load_and_compare(tmp_path, tmp_path / "out.pkl", source, "c4", 50)
@@ -100,35 +95,23 @@ def test_moco_layout_into_fpn_detector(tmp_path):
         assert torch.equal(torch.as_tensor(result.model[k]), fpn[k])
 
 
-def test_unknown_layout_fails_clearly(tmp_path):
+def test_unknown_layout_fails_clearly(tmp_path, capsys):
     with pytest.raises(UnknownLayoutError, match="unknown checkpoint layout.*encoder.weight"):
         detect_layout(["encoder.weight", "decoder.bias"])
     ckpt = tmp_path / "weird.pth"
     torch.save({"model": {"encoder.weight": torch.zeros(2)}}, ckpt)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools/convert_pretrained.py"), str(ckpt),
-         str(tmp_path / "out.pkl")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode != 0
-    assert "unknown checkpoint layout" in proc.stderr
+    assert load_cli().main([str(ckpt), str(tmp_path / "out.pkl")]) == 2
+    assert "unknown checkpoint layout" in capsys.readouterr().err
     assert not (tmp_path / "out.pkl").exists()
 
 
-def test_cli_prints_counts_per_group(tmp_path):
+def test_cli_prints_counts_per_group(tmp_path, capsys):
     source = build_detector("fpn", 18).state_dict()
     ckpt = tmp_path / "model_final.pth"
     torch.save(_soco_d2_checkpoint(source, "fpn"), ckpt)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools/convert_pretrained.py"), str(ckpt),
-         str(tmp_path / "out.pkl")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    assert load_cli().main([str(ckpt), str(tmp_path / "out.pkl")]) == 0
     counts = {}
-    for line in proc.stdout.splitlines():
+    for line in capsys.readouterr().out.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[2] == "tensors":
             counts[parts[0]] = int(parts[1])
@@ -139,7 +122,17 @@ def test_cli_prints_counts_per_group(tmp_path):
     assert counts == {"backbone": n_bb, "fpn": n_fpn, "box_head": n_head, "dropped": n_dropped}
 
 
-def test_groups_leave_the_others_out(tmp_path):
+def test_cli_says_why_a_group_is_not_pretrained(tmp_path, capsys):
+    source = build_detector("c4", 50).state_dict()
+    ckpt = tmp_path / "model_final.pth"
+    torch.save(_soco_d2_checkpoint(source, "c4"), ckpt)
+    assert load_cli().main([str(ckpt), str(tmp_path / "out.pkl")]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert "fpn        not pretrained (a c4 detector has no fpn)" in lines
+    assert "box_head   not pretrained (a c4 detector has no box_head)" in lines
+
+
+def test_groups_leave_the_others_out(tmp_path, capsys):
     source = build_detector("fpn", 18).state_dict()
     ckpt = tmp_path / "model_final.pth"
     torch.save(_soco_d2_checkpoint(source, "fpn"), ckpt)
@@ -151,11 +144,11 @@ def test_groups_leave_the_others_out(tmp_path):
     assert len(part.dropped) == len(full.dropped) + full.counts["box_head"]
     with pytest.raises(ValueError, match="subset of"):
         convert_state_dict(state, groups=("neck",))
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools/convert_pretrained.py"), str(ckpt),
-         str(tmp_path / "out.pkl"), "--groups", "backbone,fpn"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "box_head      0 tensors (not transferred)" in proc.stdout
+    assert load_cli().main([str(ckpt), str(tmp_path / "out.pkl"), "--groups", "backbone,fpn"]) == 0
+    stdout = capsys.readouterr().out
+    assert "box_head   not transferred (left out by groups)" in stdout
+    assert part.status == {
+        "backbone": f"converted {part.counts['backbone']}",
+        "fpn": f"converted {part.counts['fpn']}",
+        "box_head": "not transferred",
+    }

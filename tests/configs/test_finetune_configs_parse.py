@@ -60,6 +60,15 @@ def test_config_parses_and_builds(path):
 @pytest.mark.parametrize("path", FINETUNE_LEAVES, ids=_rel)
 def test_finetune_protocol(path):
     cfg = _load(path)
+    if "vit" in cfg.MODEL.BACKBONE.NAME:
+        # ViTDet's own protocol (detectron2's ViTDet-B LazyConfig): AdamW with layer-wise
+        # decay 0.7, weight decay 0.1, drop path 0.1, large-scale jitter, LN heads.
+        assert cfg.SOLVER.OPTIMIZER.upper() == "ADAMW" and cfg.SOLVER.LAYER_DECAY == 0.7
+        assert cfg.SOLVER.WEIGHT_DECAY == pytest.approx(0.1)
+        assert cfg.MODEL.VIT.DROP_PATH_RATE == pytest.approx(0.1)
+        assert cfg.INPUT.LSJ.ENABLED and cfg.INPUT.FORMAT == "RGB"
+        assert cfg.MODEL.ROI_BOX_HEAD.NORM == cfg.MODEL.ROI_MASK_HEAD.NORM == "LN"
+        return
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 0
     assert cfg.MODEL.RESNETS.NORM == "SyncBN"
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False

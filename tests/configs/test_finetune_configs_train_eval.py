@@ -8,7 +8,7 @@ from detectron2.evaluation import COCOEvaluator
 import soco_d2.finetune  # noqa: F401
 from soco_d2.config import add_soco_config
 from soco_d2.data.demo import generate_demo_dataset
-from soco_d2.data.register import register_dataset_spec
+from soco_d2.data.datasets import register_dataset_spec
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 

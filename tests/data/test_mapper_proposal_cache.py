@@ -6,9 +6,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from soco_d2.config import add_soco_config
-from soco_d2.data.build import build_soco_pretrain_loader
+from soco_d2.data.build import attach_proposals, build_pretrain_loader
 from soco_d2.data.datasets import register_image_folder
-from soco_d2.data.mapper import SoCoDatasetMapper
+from soco_d2.data.dataset_mappers import SoCoDatasetMapper
 from soco_d2.data.proposals import ProposalCache, write_cache
 
 
@@ -38,13 +38,17 @@ def test_real_cache_through_dataset_mapper_and_loader(tmp_path):
         cfg = get_cfg()
         add_soco_config(cfg)
         cfg.INPUT.FORMAT = "RGB"
-        cfg.INPUT.SOCO.VIEW_SIZES = [64, 64, 32]
-        cfg.INPUT.SOCO.COLOR_JITTER_PROB = 0.0
-        cfg.INPUT.SOCO.GRAYSCALE_PROB = 0.0
-        cfg.INPUT.SOCO.BLUR_PROB = [0.0]
-        cfg.INPUT.SOCO.SOLARIZE_PROB = [0.0]
+        cfg.INPUT.SSL.VIEW_SIZES = [64, 64, 32]
+        cfg.INPUT.SSL.COLOR_JITTER_PROB = 0.0
+        cfg.INPUT.SSL.GRAYSCALE_PROB = 0.0
+        cfg.INPUT.SSL.BLUR_PROB = [0.0]
+        cfg.INPUT.SSL.SOLARIZE_PROB = [0.0]
         cfg.INPUT.SOCO.BOX_JITTER_PROB = 0.0
+        cfg.INPUT.DATASET_MAPPER_NAME = "soco"
         mapper = SoCoDatasetMapper(cfg, True)  # opens ProposalCache itself
+        # the folder dataset lists images only; the loader attaches the cache for SoCo
+        dicts = attach_proposals(dicts, cache_path, name)
+        assert [d["proposal_key"] for d in dicts] == ["cls/a.png", "cls/b.png"]
         for d in dicts:
             out = mapper(d)
             v1 = out["boxes"][0].numpy()
@@ -61,7 +65,7 @@ def test_real_cache_through_dataset_mapper_and_loader(tmp_path):
         cfg.DATASETS.TRAIN = (name,)
         cfg.SOLVER.IMS_PER_BATCH = 2
         cfg.DATALOADER.NUM_WORKERS = 0
-        batch = next(iter(build_soco_pretrain_loader(cfg)))
+        batch = next(iter(build_pretrain_loader(cfg)))
         assert len(batch) == 2 and all(len(x["views"]) == 3 for x in batch)
     finally:
         DatasetCatalog.remove(name)

@@ -10,13 +10,13 @@ from detectron2.data.common import DatasetFromList, MapDataset
 from PIL import Image
 
 from soco_d2.config import add_soco_config
-from soco_d2.data.mapper import SoCoDatasetMapper
+from soco_d2.data.dataset_mappers import SoCoDatasetMapper
 
 H, W = 96, 128
 
 
 class FakeProposalCache:
-    """Same get/find/info API as soco_d2.data.proposals.ProposalCache (contract 1)."""
+    """Same get/find/info API as soco_d2.data.proposals.ProposalCache."""
 
     def __init__(self, boxes, sizes=None):
         self.boxes = {k: np.asarray(v, np.float32).reshape(-1, 4) for k, v in boxes.items()}
@@ -52,9 +52,11 @@ def _cfg(sizes=(64, 64, 32), **soco):
     cfg = get_cfg()
     add_soco_config(cfg)
     cfg.INPUT.FORMAT = "RGB"
-    cfg.INPUT.SOCO.VIEW_SIZES = list(sizes)
+    cfg.INPUT.SSL.VIEW_SIZES = list(sizes)
     for k, v in soco.items():
-        setattr(cfg.INPUT.SOCO, k, v)
+        node = cfg.INPUT.SSL if k in cfg.INPUT.SSL else cfg.INPUT.SOCO
+        assert k in node, k  # CfgNode would silently add a misspelt key
+        setattr(node, k, v)
     return cfg
 
 
@@ -118,8 +120,14 @@ def test_output_contract_for_each_variant(tmp_path, variant):
     mapper = _mapper(cfg, FakeProposalCache({"img.png": props}))
     for _ in range(5):
         out = mapper(_dict(path))
-        assert set(out) == {"file_name", "image_id", "views", "boxes"}
+        assert set(out) == {"file_name", "image_id", "views", "boxes", "view_regions",
+                            "view_flipped", "image_size"}
         assert out["image_id"] == "img.png" and out["file_name"] == path
+        # V1 is the whole image; every view's region lies inside the image
+        assert out["image_size"] == (H, W)
+        assert out["view_regions"][0].tolist() == [0, 0, W, H]
+        assert tuple(out["view_regions"].shape) == (len(sizes), 4)
+        assert out["view_flipped"].dtype == torch.bool
         assert len(out["views"]) == len(out["boxes"]) == len(sizes)
         for view, boxes, s in zip(out["views"], out["boxes"], sizes):
             assert view.dtype == torch.uint8 and tuple(view.shape) == (3, s, s)

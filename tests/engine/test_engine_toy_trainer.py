@@ -30,6 +30,7 @@ class ToyEMANet(nn.Module):
             p.requires_grad_(False)
         self.nan_at = int(os.environ.get("TOY_NAN_AT", "-1"))
         self.momenta = []
+        self.base_momentum = cfg.MODEL.SSL.MOMENTUM
 
     def forward(self, batched_inputs):
         x = torch.stack([d["x"] for d in batched_inputs])
@@ -42,6 +43,10 @@ class ToyEMANet(nn.Module):
         if get_event_storage().iter == self.nan_at:
             loss = loss * float("nan")
         return {"loss_fit": loss}
+
+    def target_momentum(self, iteration: int, max_iter: int) -> float:
+        """The schedule the engine's EMA hook asks the model for (cosine, as SSLMetaArch's)."""
+        return _cosine(self.base_momentum, iteration, max_iter)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
@@ -73,7 +78,7 @@ def _cfg(out_dir, max_iter=4, **solver):
     add_soco_config(cfg)
     cfg.MODEL.META_ARCHITECTURE = "ToyEMANet"
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.SOCO.MOMENTUM = 0.9
+    cfg.MODEL.SSL.MOMENTUM = 0.9
     cfg.SOLVER.OPTIMIZER = "LARS"
     cfg.SOLVER.BASE_LR = 2.0
     cfg.SOLVER.WEIGHT_DECAY = 1e-5
@@ -116,11 +121,12 @@ def test_ema_hook_uses_cosine_momentum_and_runs_before_checkpointer(tmp_path):
     assert not torch.equal(model.target[0].weight, model.online[0].weight)
 
 
-def test_ema_hook_default_momentum_is_the_models_cosine():
+def test_ema_hook_default_momentum_is_the_models_schedule():
     momentum = pytest.importorskip("soco_d2.modeling.momentum")
     assert momentum.cosine_momentum(0.99, 5, 10) == pytest.approx(_cosine(0.99, 5, 10))
-    hook = TargetEMAHook(0.99)
-    assert hook._momentum_fn is None  # resolved lazily in before_train
+    assert momentum.constant_momentum(0.999, 5, 10) == 0.999
+    hook = TargetEMAHook()
+    assert hook._momentum_fn is None  # resolved lazily in before_train, from the model
 
 
 def _drift_weights(model):

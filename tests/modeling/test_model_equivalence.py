@@ -49,7 +49,7 @@ def test_equal_with_running_stat_batchnorm():
 def test_equal_losses_and_gradients_in_training_without_head_norms():
     cfg = tiny_soco_cfg(norm="BN")
     cfg.MODEL.ROI_BOX_HEAD.NORM = ""
-    cfg.MODEL.SOCO.MLP_NORM = ""
+    cfg.MODEL.SSL.MLP_NORM = ""
     level, official = _pair(cfg)
     batch = random_soco_batch(cfg, batch_size=2, seed=1)
     levels = torch.cat(

@@ -19,7 +19,7 @@ def test_fpn_shapes_through_every_stage():
     model = build_model(cfg).train()
     batch = random_soco_batch(cfg, batch_size=2)
     k = cfg.INPUT.SOCO.NUM_PROPOSALS
-    for v, side in enumerate(cfg.INPUT.SOCO.VIEW_SIZES):
+    for v, side in enumerate(cfg.INPUT.SSL.VIEW_SIZES):
         images = model.preprocess_view(batch, v)
         padded = -(-side // 32) * 32
         assert images.tensor.shape == (2, 3, padded, padded)

@@ -26,6 +26,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ...utils.io import atomic_write
+
 __all__ = ["ProposalCache", "write_cache", "merge_caches", "key_stem"]
 
 MAGIC = b"SOCOPRP1"
@@ -125,16 +127,12 @@ def write_cache(
     header = json.dumps({"version": 1, "num_images": n, "num_boxes": int(len(all_boxes)),
                          "rules": rules, "sections": layout, "meta": meta or {}}).encode()
     start = -(-(len(MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(MAGIC + struct.pack("<Q", len(header)) + header)
         for name, arr in sections.items():
             f.seek(start + layout[name][0])
             f.write(np.ascontiguousarray(arr).tobytes())
         f.truncate(start + offset)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ProposalCache:

@@ -12,21 +12,13 @@ from typing import Dict
 
 import numpy as np
 
+from ...utils.io import atomic_write
 from .cache import ProposalCache, key_stem, write_cache
 
 __all__ = ["import_official_json", "export_official_json", "export_detectron2_proposals",
            "convert_proposals"]
 
 IMPORTED_RULE = "imported"
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def official_to_xyxy(rects) -> np.ndarray:
@@ -68,7 +60,8 @@ def export_official_json(cache_path: str, json_path: str) -> int:
             raise ValueError(f"two images share the basename {stem!r}; the official JSON "
                              "format cannot hold both")
         out[stem] = xyxy_to_official(cache.boxes_at(i))
-    _atomic_write(json_path, json.dumps(out).encode("utf-8"))
+    with atomic_write(json_path, "wb") as f:
+        f.write(json.dumps(out).encode("utf-8"))
     return len(out)
 
 
@@ -91,7 +84,8 @@ def export_detectron2_proposals(cache_path: str, pkl_path: str) -> int:
         logits.append(-np.arange(len(b), dtype=np.float32))
     payload = {"ids": ids, "boxes": boxes, "objectness_logits": logits,
                "bbox_mode": int(BoxMode.XYXY_ABS)}
-    _atomic_write(pkl_path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    with atomic_write(pkl_path, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
     return len(ids)
 
 

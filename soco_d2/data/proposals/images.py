@@ -43,7 +43,7 @@ _MODE_NOTES = {
 
 
 class BadImageError(Exception):
-    """The file gives no trustworthy pixels; ``str(err)`` is the reason for the report."""
+    """The file gives no trustworthy pixels; ``str(err)`` says why (in ``.report.json``)."""
 
 
 @dataclass

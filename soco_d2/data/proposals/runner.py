@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
+from ...utils.io import atomic_write
 from .cache import ProposalCache, merge_caches, write_cache
 from .filters import FilterConfig
 from .images import list_images
@@ -100,13 +101,8 @@ def _process_chunk(task) -> dict:
         records.append({"key": key, "path": path, "boxes": r.boxes, "rule": r.rule,
                         "width": r.width, "height": r.height, "raw": r.raw,
                         "notes": r.notes, "error": r.error})
-    final = os.path.join(parts, f"chunk-{first:09d}.pkl")
-    tmp = f"{final}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_write(os.path.join(parts, f"chunk-{first:09d}.pkl"), "wb") as f:
         pickle.dump(records, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
     return {"images": len(records)}
 
 
@@ -144,11 +140,8 @@ def _summarize(records: Sequence[dict], seconds: float, output: str) -> Tuple[di
 
 
 def _write_report(output: str, summary: dict, bad: list) -> None:
-    path = output + ".report.json"
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(output + ".report.json") as f:
         json.dump({"summary": summary, "bad_files": bad}, f, indent=1)
-    os.replace(tmp, path)
 
 
 def run_selective_search(cfg: SearchConfig) -> dict:
@@ -159,7 +152,7 @@ def run_selective_search(cfg: SearchConfig) -> dict:
 
     Returns:
         the summary dict (images, processed, boxes, raw_boxes, rules, bad_files, skipped,
-        seconds, images_per_s, resumed, output, report); also stored in the report file.
+        seconds, images_per_s, resumed, output, report); also stored in ``report``.
     """
     start = time.time()
     items, source = resolve_input(cfg.input)
@@ -185,9 +178,8 @@ def run_selective_search(cfg: SearchConfig) -> dict:
                 raise RuntimeError(f"{parts} holds a run with different arguments or images; "
                                    "rerun with the same arguments or delete it")
     else:
-        with open(fp_path + ".tmp", "w") as f:
+        with atomic_write(fp_path) as f:
             json.dump(fingerprint, f)
-        os.replace(fp_path + ".tmp", fp_path)
     for tmp in glob.glob(os.path.join(parts, "*.tmp*")):
         os.remove(tmp)  # leftovers of a killed run, never committed
 

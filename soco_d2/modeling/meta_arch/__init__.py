@@ -1,4 +1,13 @@
-"""Meta-architectures registered in detectron2's META_ARCH_REGISTRY."""
-from .soco import SoCo
+"""Meta-architectures registered in detectron2's META_ARCH_REGISTRY, one file per method.
 
-__all__ = ["SoCo"]
+Each pretraining method subclasses :class:`SSLMetaArch` (``base.py``) and registers its config
+namespace with ``soco_d2.config.register_method_config``.
+"""
+from .base import SSLMetaArch
+from .soco import SoCo
+from .detco import DetCo
+from .moco import MoCoV2
+from .densecl import DenseCL
+from .sim import SIM
+
+__all__ = ["SSLMetaArch", "SoCo", "DetCo", "MoCoV2", "DenseCL", "SIM"]

@@ -6,11 +6,11 @@ head and projector under ``target.``, never trained by gradients. For each view 
 online prediction of box k in view i regresses the target projection of box k in view j and
 vice versa (BYOL loss, see ``losses.py``).
 
-Where the issue is silent this follows the official implementation (hologerry/SoCo):
+Details the paper leaves open follow the official implementation (hologerry/SoCo):
 - the target runs in the module's mode, so in training its BatchNorms use batch statistics;
   only parameters are EMA-updated, BN running statistics come from its own forward passes;
 - the projector takes the box head's 1024-d fc output (after ReLU) or res5's pooled 2048-d;
-- the last norm of every residual block starts at zero (MODEL.SOCO.ZERO_INIT_RESIDUAL);
+- the last norm of every residual block starts at zero (MODEL.SSL.ZERO_INIT_RESIDUAL);
 - one head call per view (official: per view and level), so BN statistics stay per view;
 - the official code updates the target at the start of a step, this one after it, through
   :meth:`SoCo.update_target` (called by the engine's hook): the same sequence of targets.
@@ -18,21 +18,64 @@ Where the issue is silent this follows the official implementation (hologerry/So
 from typing import Dict, List
 
 import torch
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from detectron2.structures import Boxes, ImageList
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from ...config import register_method_config
 from ..heads import MLPHead
 from ..losses import masked_level_byol_loss, symmetric_byol_loss
-from ..momentum import build_momentum_target, ema_update_
 from ..roi_heads import SoCoROIHeads
+from .base import SSLMetaArch
 
-__all__ = ["SoCo"]
+__all__ = ["SoCo", "add_soco_method_config", "zero_init_residual_"]
 
 ASSIGNMENTS = ("level", "all_levels")
+
+
+@register_method_config
+def add_soco_method_config(cfg: CN) -> None:
+    """SoCo's own keys: ``MODEL.SOCO`` (heads, levels, pairs) and ``INPUT.SOCO`` (proposals).
+
+    Shared keys (EMA, MLPs, views, colour) are ``MODEL.SSL`` / ``INPUT.SSL``; pooling reads
+    detectron2's ``MODEL.ROI_HEADS.IN_FEATURES`` and ``MODEL.ROI_BOX_HEAD.POOLER_*``.
+    """
+    if hasattr(cfg.MODEL, "SOCO"):
+        return
+    _C = cfg
+    _C.MODEL.SOCO = CN()
+    # Head layout: "FPN" (RoIAlign on P2-P5 + 4conv1fc box head) or "C4" (res4 RoIAlign + res5).
+    _C.MODEL.SOCO.HEAD_TYPE = "FPN"
+    # sqrt(w*h) thresholds (view pixels) for P2/P3/P4; larger boxes go to the last level.
+    _C.MODEL.SOCO.LEVEL_RANGES = [48, 96, 192]
+    # "level": pool each box only at its assigned level; "all_levels": the official
+    # formulation (every box at every level, loss masked); same loss, slower.
+    _C.MODEL.SOCO.ASSIGNMENT = "level"
+    # View-index pairs the loss is computed over (symmetric within each pair).
+    # SoCo: [[0, 1], [0, 2]]; SoCo*: [[0, 1], [0, 2], [0, 3]]; C4: [[0, 1]].
+    _C.MODEL.SOCO.PAIRS = [[0, 1], [0, 2]]
+
+    _C.INPUT.SOCO = CN()
+    # How V3 is made: "crop" (independent crop, as the official code) or "downsample"
+    # (V2 resized to INPUT.SSL.VIEW_SIZES[2], as the paper text). V1 is always the whole image.
+    _C.INPUT.SOCO.V3_MODE = "crop"
+    # Index of a view that is V2 resized (SoCo*'s V4), or -1 for none.
+    _C.INPUT.SOCO.DOWNSAMPLED_VIEW = -1
+    # Proposals sampled per image (K).
+    _C.INPUT.SOCO.NUM_PROPOSALS = 4
+    # Crop redraws while fewer than K proposals overlap all views.
+    _C.INPUT.SOCO.MAX_CROP_TRIES = 5
+    # Probability of jittering each V1 box.
+    _C.INPUT.SOCO.BOX_JITTER_PROB = 0.5
+    # Jitter magnitude: shift by U(-a, a) * size, scale by 1 + U(-a, a).
+    _C.INPUT.SOCO.BOX_JITTER = 0.1
+    # Probability of a cutout square inside each box (0 disables).
+    _C.INPUT.SOCO.CUTOUT_PROB = 0.0
+    # Cutout area range as a fraction of the box area.
+    _C.INPUT.SOCO.CUTOUT_SCALE = (0.1, 0.3)
 
 
 def zero_init_residual_(module: nn.Module) -> None:
@@ -49,10 +92,10 @@ def zero_init_residual_(module: nn.Module) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class SoCo(nn.Module):
+class SoCo(SSLMetaArch):
     """SoCo meta-architecture (FPN, SoCo* and C4 variants, chosen by config).
 
-    Input: a list of dicts, one per image, as produced by ``SoCoDatasetMapper`` (contract 3):
+    Input: a list of dicts, one per image, as produced by ``SoCoDatasetMapper``:
     ``"views"``: V uint8 tensors (3, S_v, S_v); ``"boxes"``: V float tensors (K, 4), XYXY_ABS
     in that view's pixels, row k of every view being the same proposal.
 
@@ -71,11 +114,9 @@ class SoCo(nn.Module):
         roi_heads: SoCoROIHeads,
         projector: nn.Module,
         predictor: nn.Module,
-        pixel_mean: List[float],
-        pixel_std: List[float],
         pairs: List[List[int]],
         assignment: str = "level",
-        channels_last: bool = False,
+        **kwargs,
     ):
         """
         Args:
@@ -83,13 +124,12 @@ class SoCo(nn.Module):
             roi_heads: pooling + box head, see :class:`SoCoROIHeads`.
             projector: MLP on box vectors (online; copied into the target).
             predictor: MLP on projections (online only).
-            pixel_mean, pixel_std: per-channel normalization, in the views' channel order.
             pairs: 0-based view index pairs, e.g. [[0, 1], [0, 2]].
             assignment: "level" (each box pooled once, at its level) or "all_levels" (the
                 official formulation: every level, loss masked; for checks and benchmarks).
-            channels_last: keep images and weights in channels_last memory format.
+            kwargs: see :class:`SSLMetaArch` (normalisation, momentum, channels_last).
         """
-        super().__init__()
+        super().__init__(**kwargs)
         if assignment not in ASSIGNMENTS:
             raise ValueError(f"MODEL.SOCO.ASSIGNMENT must be one of {ASSIGNMENTS}")
         if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
@@ -98,53 +138,30 @@ class SoCo(nn.Module):
         self.roi_heads = roi_heads
         self.projector = projector
         self.predictor = predictor
-        self.target = build_momentum_target(self._online_target_parts())
         self.pairs = [(int(i), int(j)) for i, j in pairs]
         self.assignment = assignment
-        self.channels_last = channels_last
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.finish_init()
 
     @classmethod
     def from_config(cls, cfg):
-        s = cfg.MODEL.SOCO
+        s, m = cfg.MODEL.SOCO, cfg.MODEL.SSL
         backbone = build_backbone(cfg)
         roi_heads = SoCoROIHeads(cfg, backbone.output_shape())
-        if s.ZERO_INIT_RESIDUAL:
+        if m.ZERO_INIT_RESIDUAL:
             zero_init_residual_(backbone)
             zero_init_residual_(roi_heads)
         return {
+            **SSLMetaArch.base_config(cfg),
             "backbone": backbone,
             "roi_heads": roi_heads,
-            "projector": MLPHead(roi_heads.output_dim, s.MLP_HIDDEN_DIM, s.MLP_OUT_DIM, s.MLP_NORM),
-            "predictor": MLPHead(s.MLP_OUT_DIM, s.MLP_HIDDEN_DIM, s.MLP_OUT_DIM, s.MLP_NORM),
-            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
-            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "projector": MLPHead(roi_heads.output_dim, m.MLP_HIDDEN_DIM, m.MLP_OUT_DIM, m.MLP_NORM),
+            "predictor": MLPHead(m.MLP_OUT_DIM, m.MLP_HIDDEN_DIM, m.MLP_OUT_DIM, m.MLP_NORM),
             "pairs": [list(p) for p in s.PAIRS],
             "assignment": s.ASSIGNMENT,
-            "channels_last": s.CHANNELS_LAST,
         }
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def _online_target_parts(self) -> nn.ModuleDict:
-        # The parts the target mirrors; a fresh (unregistered) container, same order each time.
-        return nn.ModuleDict(
-            {"backbone": self.backbone, "roi_heads": self.roi_heads, "projector": self.projector}
-        )
-
-    @torch.no_grad()
-    def update_target(self, momentum: float) -> None:
-        """One EMA step of the target: target = m * target + (1 - m) * online (parameters)."""
-        ema_update_(self.target, self._online_target_parts(), momentum)
-        try:  # a python float: logging it costs no device sync
-            get_event_storage().put_scalar("soco/target_momentum", momentum, smoothing_hint=False)
-        except AssertionError:  # no EventStorage outside a trainer (tests, scripts)
-            pass
+    def online_parts(self) -> Dict[str, nn.Module]:
+        return {"backbone": self.backbone, "roi_heads": self.roi_heads, "projector": self.projector}
 
     # ----------------------------------------------------------------- inputs
     def _check_inputs(self, batched_inputs: List[dict]) -> int:
@@ -166,12 +183,8 @@ class SoCo(nn.Module):
 
     def preprocess_view(self, batched_inputs: List[dict], v: int) -> ImageList:
         """Normalize view ``v`` of every image, padded right/bottom to the backbone's divisor."""
-        images = [x["views"][v].to(self.device, non_blocking=True) for x in batched_inputs]
-        images = [(x.float() - self.pixel_mean) / self.pixel_std for x in images]
-        images = ImageList.from_tensors(images, self.backbone.size_divisibility)
-        if self.channels_last:
-            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
-        return images
+        return self.normalize([x["views"][v] for x in batched_inputs],
+                              self.backbone.size_divisibility)
 
     def view_boxes(self, batched_inputs: List[dict], v: int) -> List[Boxes]:
         """Boxes of view ``v`` of every image, as float32 on the model's device."""
@@ -203,7 +216,7 @@ class SoCo(nn.Module):
         boxes = {v: self.view_boxes(batched_inputs, v) for v in used}
         levels = {v: self.roi_heads.assign_levels(boxes[v]) for v in used}
 
-        online = self._online_target_parts()
+        online = self._online_container()
         preds = {v: self._embed(online, images[v], boxes[v], levels[v], True) for v in used}
         with torch.no_grad():
             targets = {
@@ -225,6 +238,30 @@ class SoCo(nn.Module):
         return masked_level_byol_loss(
             per_image(preds[i]), per_image(targets[j]), li, lj
         ) + masked_level_byol_loss(per_image(preds[j]), per_image(targets[i]), lj, li)
+
+    def floor(self, batched_inputs: List[dict]) -> torch.Tensor:
+        """Online backbone(+FPN) forward and target backbone forward on every used view.
+
+        For C4 the res5 head over the pooled boxes is part of the floor too: it is the
+        detector's own last stage, which every C4 implementation runs on every box.
+        """
+        c4 = hasattr(self.roi_heads, "res5")
+        total = 0.0
+        for v in sorted({v for p in self.pairs for v in p}):
+            images = self.preprocess_view(batched_inputs, v)
+            feats = self.backbone(images.tensor)
+            outs = list(feats.values())
+            with torch.no_grad():
+                target_feats = self.target["backbone"](images.tensor)
+            if c4:
+                boxes = self.view_boxes(batched_inputs, v)
+                levels = self.roi_heads.assign_levels(boxes)
+                outs.append(self.roi_heads(feats, boxes, levels))
+                with torch.no_grad():
+                    self.target["roi_heads"](target_feats, boxes, levels)
+            # A scalar touching every output so backward reaches the whole floor network.
+            total = total + sum(f.float().mean() for f in outs)
+        return total
 
     @torch.no_grad()
     def inference(self, batched_inputs: List[dict]) -> List[Dict[str, List[torch.Tensor]]]:

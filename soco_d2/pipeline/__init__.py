@@ -1,0 +1,47 @@
+"""The whole path as resumable stages: data, proposals, pretrainings, conversions, fine-tunes,
+evaluation, results.
+
+Output layout (``DIR`` = ``PipelineSpec.output``)::
+
+    DIR/pipeline.jsonl                       one line per stage started, finished, failed, skipped
+    DIR/.done/<stage>.json                   done-markers, written atomically after a stage
+    DIR/logs/<stage>.log                     stdout+stderr of subprocess stages
+    DIR/proposals/unlabeled.bin              proposals of ``--unlabeled`` (methods that use them)
+    DIR/pretrain/<NAME>/                     OUTPUT_DIR of pretraining NAME (model_final.pth)
+    DIR/pretrain/<NAME>/model_converted.pkl  its detector weights (soco_d2.checkpoint)
+    DIR/weights/<NAME>.pkl                   converted ``NAME=CHECKPOINT`` inits
+    DIR/finetune/<init>_seed<S>/             OUTPUT_DIR of each fine-tune (metrics.json,
+                                             inference/, results.json = the evaluator's dict)
+    DIR/results.json, DIR/results.md         all runs; per init mean +- std, pretraining time,
+                                             verdict against scratch (soco_d2.utils.results)
+    DIR/plots/*.png                          training curves and prediction grids
+
+Modules: ``spec.py`` (what to run, checks), ``data.py`` (data flags -> config overrides),
+``stages.py`` (markers, subprocesses), ``run.py`` (the order), ``presets.py``.
+"""
+from .data import finetune_data_opts, pretrain_data_opts, resolve_dataset
+from .presets import BENCH_METHODS, PRESETS, preset_from_rows
+from .run import run_pipeline
+from .spec import Init, PipelineSpec, is_scratch, parse_init, parse_named, resolve_inits
+from .stages import REPO_ROOT, StageRunner, evaluate, run_command, run_training
+
+__all__ = [
+    "BENCH_METHODS",
+    "Init",
+    "PRESETS",
+    "PipelineSpec",
+    "REPO_ROOT",
+    "StageRunner",
+    "evaluate",
+    "finetune_data_opts",
+    "is_scratch",
+    "parse_init",
+    "parse_named",
+    "preset_from_rows",
+    "pretrain_data_opts",
+    "resolve_dataset",
+    "resolve_inits",
+    "run_command",
+    "run_pipeline",
+    "run_training",
+]

@@ -1,0 +1,95 @@
+"""Named pipeline setups (``tools/pipeline.py --preset NAME``); flags override their fields.
+
+A preset is data: rows of ``(init name, pretraining config or None for scratch, detector
+config)``, so a comparison over several detector families (ResNet-FPN Mask R-CNN, ViTDet) is
+one more block of rows. Rows whose configs are not in the repository are left out with a note,
+and a scratch row is kept only while some pretraining is compared with it.
+"""
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .stages import REPO_ROOT
+
+__all__ = ["BENCH_METHODS", "PRESETS", "preset_from_rows"]
+
+Row = Tuple[str, Optional[str], str]
+
+_DEMO = "configs/demo"
+_R18_DEMO = f"{_DEMO}/mask_rcnn_R18_FPN_demo.yaml"
+_R18_800 = f"{_DEMO}/mask_rcnn_R18_FPN_demo_800it.yaml"
+_VIT_DET = f"{_DEMO}/vitdet_mask_rcnn_tiny_demo.yaml"
+
+# `make bench-methods`: every method on the demo data against scratch, per detector family.
+BENCH_METHODS: Tuple[Row, ...] = (
+    ("soco", f"{_DEMO}/soco_R18_FPN_demo.yaml", _R18_800),
+    ("mocov2", f"{_DEMO}/mocov2_R18_demo.yaml", _R18_800),
+    ("densecl", f"{_DEMO}/densecl_R18_demo.yaml", _R18_800),
+    ("detco", f"{_DEMO}/detco_R18_demo.yaml", _R18_800),
+    ("scratch", None, _R18_800),
+    # the ViT block: SIM vs a ViT detector from scratch, same seeds
+    ("sim", f"{_DEMO}/sim_vit_tiny_demo.yaml", _VIT_DET),
+    ("scratch_vit", None, _VIT_DET),
+)
+
+
+def _repo(path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+
+
+def preset_from_rows(rows: Sequence[Row], seeds: List[int]) -> Dict:
+    """PipelineSpec fields for rows of ``(init, pretraining config or None, detector config)``.
+
+    Args:
+        rows: see :data:`BENCH_METHODS`; relative paths are taken from the repository root.
+        seeds: fine-tune seeds of every init.
+
+    Returns:
+        ``pretrains``, ``inits``, ``finetune_config`` (the first row's detector),
+        ``finetune_configs`` and ``seeds``, plus the demo data and its proposals.
+    """
+    from soco_d2.data.datasets import datasets_root
+
+    kept = []
+    for name, pretrain, detector in rows:
+        missing = [p for p in (pretrain, detector) if p and not os.path.isfile(_repo(p))]
+        if missing:
+            print(f"[pipeline] preset: {name} left out ({', '.join(missing)} not found)")
+            continue
+        kept.append((name, pretrain and _repo(pretrain), _repo(detector)))
+    compared = {d for _, p, d in kept if p}
+    kept = [r for r in kept if r[1] or r[2] in compared]
+    if not kept:
+        raise ValueError("preset: none of its configs exist")
+    demo = os.path.join(datasets_root(), "demo")
+    return dict(
+        pretrains={n: p for n, p, _ in kept if p},
+        inits=[n for n, _, _ in kept],
+        finetune_config=kept[0][2],
+        finetune_configs={n: d for n, _, d in kept},
+        seeds=seeds,
+        demo_data={},  # generate_demo_dataset's defaults: 600 unlabeled, 120 train, 480 val
+        proposals=(os.path.join(demo, "unlabeled"), os.path.join(demo, "proposals_unlabeled")),
+        selective_search_args=["--workers", "2", "--no-progress"],
+        # At this scale the pretrained box head lowers fine-tuned box AP; backbone + FPN raise
+        # it (README, "make bench-transfer"). Backbone-only methods transfer their backbone.
+        transfer=["backbone", "fpn"],
+    )
+
+
+def _soco_vs_scratch(seeds: List[int], detector: str) -> Dict:
+    soco = f"{_DEMO}/soco_R18_FPN_demo.yaml"
+    return preset_from_rows([("soco", soco, detector), ("scratch", None, detector)], seeds)
+
+
+# Preset name -> PipelineSpec fields.
+PRESETS: Dict[str, Callable[[], Dict]] = {
+    # `make demo`: the embedded demo, SoCo init vs scratch, one seed, 400 fine-tune iterations
+    # (the whole demo fits in 20 minutes on 2 CPU cores).
+    "demo": lambda: _soco_vs_scratch([0], _R18_DEMO),
+    # `make bench-transfer`: the same pretraining; both inits fine-tuned 800 iterations (closer
+    # to convergence, half the seed spread of 400) over 3 seeds.
+    "bench-transfer": lambda: _soco_vs_scratch([0, 1, 2], _R18_800),
+    # `make bench-methods`: SoCo, MoCo v2, DenseCL, DetCo vs scratch on the R-18 FPN demo
+    # detector, SIM vs scratch on the ViT one; 800-iteration fine-tunes, 3 seeds.
+    "bench-methods": lambda: preset_from_rows(BENCH_METHODS, [0, 1, 2]),
+}

@@ -1,0 +1,352 @@
+"""``run_pipeline``: every stage of a :class:`~.spec.PipelineSpec`, in order, resumable.
+
+Order: checks (names, configs, groups; nothing written) -> demo data -> the fine-tune overrides
+derived from the data flags -> selective search (only if a pretraining's mapper uses
+proposals) -> per pretraining: train, convert (checked against the detector it will fine-tune)
+-> per checkpoint init: convert -> per init and seed: fine-tune, evaluate -> results, plots.
+
+Every stage is named per pretraining / init, so adding a pretraining or an init to a finished
+run only runs the new stages. A pretraining or fine-tune whose marker was written with another
+config or other overrides is an error, not a silent reuse.
+"""
+import json
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from soco_d2.checkpoint import GROUPS
+
+from .data import finetune_data_opts, pretrain_data_opts
+from .spec import Init, PipelineSpec, is_scratch, resolve_inits
+from .stages import REPO_ROOT, StageRunner, evaluate, run_command, run_training
+
+__all__ = ["detector_state", "load_config", "run_pipeline", "uses_proposals"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(config: str, opts: Sequence[str] = ()):
+    """The frozen config at ``config`` with overrides, datasets not registered.
+
+    Raises:
+        ValueError: naming the file, for an unknown key or odd overrides.
+    """
+    from soco_d2.checkpoint import load_detector_cfg
+
+    return load_detector_cfg(config, opts)
+
+
+def uses_proposals(cfg) -> bool:
+    """Whether a pretraining config's mapper reads proposals."""
+    from soco_d2.data.dataset_mappers import get_dataset_mapper_class
+
+    return bool(get_dataset_mapper_class(cfg).uses_proposals)
+
+
+def detector_state(config: str, opts: Sequence[str]) -> Dict:
+    """The state dict of the detector ``config`` builds (CPU, random weights)."""
+    from soco_d2.checkpoint import build_detector_state
+
+    return build_detector_state(load_config(config, opts))
+
+
+def _detector_arch(cfg) -> str:
+    from soco_d2.checkpoint import infer_arch
+
+    try:
+        return infer_arch(cfg)
+    except ValueError:
+        # not a ResNet detector (e.g. a ViT): the layout decides, the detector check still runs
+        return "auto"
+
+
+def _identity(config: str, opts: Sequence[str], out: str) -> Dict:
+    """What a training stage was run with; paths inside the output directory and the repository
+    are kept relative to them, so a moved output or checkout still resumes."""
+
+    def portable(text: str) -> str:
+        return text.replace(out, "<output>").replace(REPO_ROOT, "<repo>")
+
+    return {"config": portable(os.path.abspath(config)), "opts": [portable(o) for o in opts]}
+
+
+def _check_identity(stages: StageRunner, stage: str, identity: Dict) -> None:
+    """A finished stage done with another config or overrides would be silently reused."""
+    if not stages.done(stage):
+        return
+    done = stages.info(stage)
+    for key, value in identity.items():
+        before = done.get(key, value)  # markers of older versions lack the fields
+        if before == value:
+            continue
+        if isinstance(value, list) and isinstance(before, list):
+            # show where the overrides part, not two pages of them
+            i = next((i for i, (a, b) in enumerate(zip(before, value)) if a != b), None)
+            i = min(len(before), len(value)) if i is None else i
+            before, value = before[max(i - 1, 0) : i + 2], value[max(i - 1, 0) : i + 2]
+        raise ValueError(
+            f"{stages.output}: stage {stage} was done with {key} {before!r}, this run gives "
+            f"{value!r}; use another name or another --output"
+        )
+
+
+def _check_transfer(spec: PipelineSpec, stage: str, info: Dict) -> None:
+    """A conversion done before with other groups would fine-tune from the wrong weights."""
+    done_with = info.get("groups", list(GROUPS))
+    if list(done_with) != list(spec.transfer):
+        raise ValueError(
+            f"{spec.output}: stage {stage} converted the groups {done_with}, this run asks for "
+            f"{list(spec.transfer)}; use another --output (its fine-tunes used those weights)"
+        )
+
+
+def _convert(src: str, dst: str, arch: str, groups: Sequence[str], state: Dict) -> Dict:
+    """Convert ``src``, check it against the detector ``state``, then write ``dst``."""
+    from soco_d2.checkpoint import (
+        check_against_detector,
+        convert_state_dict,
+        load_state_dict,
+        save_detectron2_weights,
+    )
+
+    result = convert_state_dict(load_state_dict(src), arch=arch, groups=groups)
+    report = check_against_detector(result, state)  # raises before anything is written
+    save_detectron2_weights(result, dst)
+    return {
+        "source": src,
+        "layout": result.layout,
+        "arch": result.arch,
+        "counts": result.counts,
+        "groups": list(groups),
+        "loaded": report["loaded"],
+        "left_at_init": {g: len(keys) for g, keys in report["missing"].items()},
+    }
+
+
+def _is_detectron2_weights(path: str) -> bool:
+    import pickle
+
+    if "://" in path:
+        return True  # detectron2://, https://: a detectron2 model zoo file
+    if not path.endswith(".pkl"):
+        return False
+    with open(path, "rb") as f:
+        data = pickle.load(f, encoding="latin1")
+    return isinstance(data, dict) and "model" in data and "__author__" in data
+
+
+def _baselines(inits: Sequence[Init]) -> Dict[str, str]:
+    """Each non-scratch init -> the scratch init fine-tuned with the same detector config."""
+    out = {}
+    for init in inits:
+        if is_scratch(init.name):
+            continue
+        same = [
+            i.name for i in inits if is_scratch(i.name) and i.finetune_config == init.finetune_config
+        ]
+        if same:
+            out[init.name] = "scratch" if "scratch" in same else same[0]
+    return out
+
+
+def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
+    """Run (or resume) every stage of ``spec``.
+
+    Returns:
+        ``{init: {"seed<S>": the evaluator's dict}}``, also written to ``DIR/results.json``.
+
+    Raises:
+        ValueError / FileNotFoundError: from the checks, before any stage runs.
+        RuntimeError: a failed training (with its log's tail).
+        soco_d2.checkpoint.DetectorMismatchError: converted weights that do not fit the detector.
+    """
+    out = os.path.abspath(spec.output)
+    inits = resolve_inits(spec)
+    pretrains = {i.name: i.source for i in inits if i.kind == "pretrain"}
+    for name in spec.pretrains:
+        if name not in pretrains:
+            print(f"[pipeline] pretraining {name} is not among the inits: not run", flush=True)
+    if spec.unlabeled and not os.path.isdir(spec.unlabeled):
+        raise FileNotFoundError(f"--unlabeled {spec.unlabeled!r}: not a folder")
+    pre_cfgs = {n: load_config(c, spec.pretrain_opts) for n, c in pretrains.items()}
+    with_proposals = {n for n, cfg in pre_cfgs.items() if uses_proposals(cfg)}
+    ft_configs = list(dict.fromkeys(i.finetune_config for i in inits))
+    ft_cfgs = {c: load_config(c, spec.finetune_opts) for c in ft_configs}
+
+    stages = StageRunner(out)
+    logs = os.path.join(out, "logs")
+    if spec.demo_data is not None:
+        stages.run("data", lambda: _generate_demo(spec.demo_data))
+    ft_opts = {
+        c: [*finetune_data_opts(cfg, spec.train, spec.test), *spec.finetune_opts]
+        for c, cfg in ft_cfgs.items()
+    }
+    proposals = spec.proposals
+    if proposals is None and spec.unlabeled:
+        proposals = (spec.unlabeled, os.path.join(out, "proposals", "unlabeled.bin"))
+    if proposals is not None and with_proposals:
+        stages.run("proposals", lambda: _selective_search(spec, proposals, logs))
+
+    states: Dict[Tuple[str, Tuple[str, ...]], Dict] = {}
+
+    def state_of(config: str) -> Dict:
+        key = (config, tuple(ft_opts[config]))
+        if key not in states:  # one detector build per fine-tune config
+            states[key] = detector_state(config, ft_opts[config])
+        return states[key]
+
+    weights: Dict[str, str] = {}
+    for init in inits:
+        if init.kind == "scratch":
+            weights[init.name] = ""
+            continue
+        arch = _detector_arch(ft_cfgs[init.finetune_config])
+        if init.kind == "pretrain":
+            pre_dir = os.path.join(out, "pretrain", init.name)
+            opts = list(spec.pretrain_opts)
+            if spec.unlabeled:
+                cache = proposals[1] if init.name in with_proposals else None
+                opts = [*pretrain_data_opts(pre_cfgs[init.name], spec.unlabeled, cache), *opts]
+            _train_stage(
+                spec, stages, f"pretrain/{init.name}", init.source, pre_dir, opts,
+                f"{logs}/pretrain_{init.name}.log",
+            )
+            src = os.path.join(pre_dir, "model_final.pth")
+            weights[init.name] = os.path.join(pre_dir, "model_converted.pkl")
+        elif _is_detectron2_weights(init.source):
+            weights[init.name] = init.source
+            continue
+        else:
+            src = init.source
+            weights[init.name] = os.path.join(out, "weights", f"{init.name}.pkl")
+        stage = f"convert/{init.name}"
+        info = stages.run(
+            stage,
+            lambda s=src, d=weights[init.name], a=arch, c=init.finetune_config: _convert(
+                s, d, a, spec.transfer, state_of(c)
+            ),
+        )
+        _check_transfer(spec, stage, info)
+
+    results: Dict[str, Dict[str, Dict]] = {}
+    for init in inits:
+        for seed in spec.seeds:
+            run = f"{init.name}_seed{seed}"
+            run_dir = os.path.join(out, "finetune", run)
+            opts = [*ft_opts[init.finetune_config], "SEED", str(seed)]
+            train_opts = [*opts, "MODEL.WEIGHTS", weights[init.name], "DATASETS.TEST", "()"]
+            _train_stage(
+                spec, stages, f"finetune/{run}", init.finetune_config, run_dir, train_opts,
+                f"{logs}/finetune_{run}.log",
+            )
+            stages.run(
+                f"evaluate/{run}",
+                lambda c=init.finetune_config, o=opts, d=run_dir: _evaluate_run(spec, c, o, d),
+            )
+            with open(os.path.join(run_dir, "results.json")) as f:
+                results.setdefault(init.name, {})[f"seed{seed}"] = json.load(f)
+
+    _write_results(spec, out, stages, inits, results)
+    if spec.plots:
+        first = inits[0].finetune_config
+        _plot(spec, out, inits, first, ft_opts[first], list(pretrains))
+    return results
+
+
+def _train_stage(
+    spec: PipelineSpec, stages: StageRunner, stage: str, config: str, output_dir: str,
+    opts: List[str], log_path: str,
+) -> Dict:
+    identity = _identity(config, opts, stages.output)
+    _check_identity(stages, stage, identity)
+
+    def train() -> Dict:
+        run_training(config, output_dir, opts, log_path, spec.threads, launch_args=spec.launch_args)
+        return identity
+
+    return stages.run(stage, train)
+
+
+def _write_results(
+    spec: PipelineSpec, out: str, stages: StageRunner, inits: Sequence[Init], results: Dict
+) -> None:
+    from soco_d2.utils.io import atomic_write, write_json_atomic
+    from soco_d2.utils.results import format_console, results_table
+
+    write_json_atomic(results, os.path.join(out, "results.json"))
+    detectors = {i.name: os.path.basename(i.finetune_config) for i in inits}
+    if len(set(detectors.values())) < 2:
+        detectors = None  # one detector: the header names it, a column would repeat it
+    seconds = {i.name: stages.seconds(f"pretrain/{i.name}") for i in inits if i.kind == "pretrain"}
+    baselines = _baselines(inits)
+    table = results_table(
+        results, baselines=baselines, pretrain_seconds=seconds, detectors=detectors
+    )
+    configs = ", ".join(f"`{c}`" for c in dict.fromkeys(i.finetune_config for i in inits))
+    with atomic_write(os.path.join(out, "results.md"), "w") as f:
+        f.write(f"# Transfer results\n\nFine-tune configs: {configs}\n\n{table}")
+    print(format_console(results, baselines=baselines), flush=True)
+
+
+def _generate_demo(kwargs: Dict) -> Dict:
+    from soco_d2.data.datasets import datasets_root
+    from soco_d2.data.demo import generate_demo_dataset
+
+    root = os.path.join(datasets_root(), "demo")
+    try:
+        return {"root": root, "params": generate_demo_dataset(root, **kwargs)}
+    except FileExistsError as e:
+        # a finished demo set made with other parameters (e.g. by datasets/generate_demo.py):
+        # use it rather than delete someone's data
+        if not os.path.isfile(os.path.join(root, "params.json")):
+            raise
+        print(f"[pipeline] reusing the existing demo dataset ({e})", flush=True)
+        with open(os.path.join(root, "params.json")) as f:
+            return {"root": root, "params": json.load(f), "reused": True}
+
+
+def _selective_search(spec: PipelineSpec, proposals: Tuple[str, str], logs: str) -> Dict:
+    image_dir, cache = proposals
+    if os.path.exists(cache):
+        return {"cache": cache, "reused": True}
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "selective_search.py")]
+    cmd += ["--input", image_dir, "--output", cache, *spec.selective_search_args]
+    stdout = run_command(cmd, f"{logs}/proposals.log", spec.threads)
+    summary = {}
+    for line in reversed(stdout.strip().splitlines()):  # its last JSON line is the summary
+        try:
+            summary = json.loads(line)
+            break
+        except json.JSONDecodeError:
+            continue
+    return {"cache": cache, "reused": False, "summary": summary}
+
+
+def _evaluate_run(spec: PipelineSpec, config: str, opts: Sequence[str], run_dir: str) -> Dict:
+    import torch
+
+    from soco_d2.utils.io import write_json_atomic
+
+    torch.set_num_threads(spec.threads)
+    weights = os.path.join(run_dir, "model_final.pth")
+    results = evaluate(config, opts, weights, run_dir)
+    write_json_atomic(results, os.path.join(run_dir, "results.json"))
+    return {"tasks": sorted(results)}
+
+
+def _plot(
+    spec: PipelineSpec, out: str, inits: Sequence[Init], config: str, opts: Sequence[str],
+    pretrains: Sequence[str],
+) -> None:
+    """Best effort: a failed plot is logged, never fails a finished pipeline."""
+    try:
+        from soco_d2.utils.plots import plot_pipeline
+
+        plot_pipeline(
+            out, [i.name for i in inits], spec.seeds, config, opts, pretrains=pretrains,
+            grid_inits=[i.name for i in inits if i.finetune_config == config],
+        )
+    except Exception as e:  # plots are a convenience; results are already written
+        logger.warning("plotting failed: %r", e)
+        print(f"[pipeline] plotting failed: {e!r}", flush=True)

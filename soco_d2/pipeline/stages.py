@@ -1,0 +1,172 @@
+"""Resumable stages: done-markers, the stage log, and the subprocesses that train.
+
+A stage is a named function run at most once per output directory: its done-marker
+(``DIR/.done/<stage>.json``, written atomically after the function returned) makes every later
+call skip it. Training runs as a subprocess of ``tools/train_net.py --resume``, so a stage
+killed half-way continues from its last checkpoint when it is run again.
+"""
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from soco_d2.utils.io import write_json_atomic
+
+__all__ = ["REPO_ROOT", "StageRunner", "evaluate", "run_command", "run_training"]
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class StageRunner:
+    """Runs named stages once: a stage with a done-marker is skipped, every event is logged.
+
+    Args:
+        output: the pipeline's output directory; markers go to ``output/.done``, the event log
+            to ``output/pipeline.jsonl`` (one JSON object per line).
+    """
+
+    def __init__(self, output: str):
+        self.output = output
+        self.marker_dir = os.path.join(output, ".done")
+        self.log_path = os.path.join(output, "pipeline.jsonl")
+        os.makedirs(self.marker_dir, exist_ok=True)
+
+    def marker(self, name: str) -> str:
+        """The marker file of stage ``name`` (``/`` in names becomes ``__``)."""
+        return os.path.join(self.marker_dir, name.replace("/", "__") + ".json")
+
+    def done(self, name: str) -> bool:
+        return os.path.isfile(self.marker(name))
+
+    def info(self, name: str) -> Dict:
+        """What the finished stage's function returned, plus ``seconds``."""
+        with open(self.marker(name)) as f:
+            return json.load(f)
+
+    def _log(self, name: str, event: str, **extra) -> None:
+        with open(self.log_path, "a") as f:
+            row = {"stage": name, "event": event, "time": time.time(), **extra}
+            f.write(json.dumps(row) + "\n")
+
+    def run(self, name: str, fn: Callable[[], Optional[Dict]]) -> Dict:
+        """Run ``fn`` unless ``name`` is done; return what the marker holds.
+
+        ``fn`` returns a small JSON-able dict stored in the marker. An exception leaves no
+        marker (the stage reruns, resuming from whatever it left), is logged, and propagates.
+        """
+        if self.done(name):
+            logger.info("[pipeline] %s: done before, skipped", name)
+            self._log(name, "skipped")
+            return self.info(name)
+        print(f"[pipeline] {name} ...", flush=True)
+        start = time.time()
+        self._log(name, "started")
+        try:
+            info = dict(fn() or {})
+        except BaseException as e:  # KeyboardInterrupt too: record it, then re-raise
+            self._log(name, "failed", error=repr(e)[:500], seconds=round(time.time() - start, 1))
+            raise
+        info["seconds"] = round(time.time() - start, 1)
+        write_json_atomic(info, self.marker(name))
+        self._log(name, "finished", seconds=info["seconds"])
+        print(f"[pipeline] {name} done in {info['seconds']:.0f} s", flush=True)
+        return info
+
+    def history(self) -> List[Dict]:
+        """Every logged event, oldest first."""
+        if not os.path.isfile(self.log_path):
+            return []
+        with open(self.log_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def seconds(self, name: str) -> Optional[float]:
+        """Wall time of a finished stage over all its attempts, None if it is not done.
+
+        An interrupted training resumes from its checkpoint, so the attempts that failed did
+        part of the work: their logged durations count too (a process killed without a chance
+        to log leaves nothing to count).
+        """
+        if not self.done(name):
+            return None
+        failed = sum(
+            e.get("seconds", 0.0)
+            for e in self.history()
+            if e["stage"] == name and e["event"] == "failed"
+        )
+        return float(self.info(name).get("seconds", 0.0)) + failed
+
+
+def _subprocess_env(threads: int) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_command(cmd: Sequence[str], log_path: str, threads: int = 2) -> str:
+    """Run ``cmd`` with stdout and stderr streamed into ``log_path``; return what it printed.
+
+    Raises:
+        RuntimeError: with the log's last lines when the command fails.
+    """
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        start = log.tell()
+        proc = subprocess.run(
+            list(cmd), stdout=log, stderr=subprocess.STDOUT, env=_subprocess_env(threads)
+        )
+    with open(log_path) as f:
+        f.seek(start)
+        output = f.read()
+    if proc.returncode != 0:
+        tail = "".join(output.splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return output
+
+
+def run_training(
+    config: str,
+    output_dir: str,
+    opts: Sequence[str],
+    log_path: str,
+    threads: int = 2,
+    launch_args: Sequence[str] = (),
+) -> None:
+    """Train with ``tools/train_net.py --resume`` (continues from OUTPUT_DIR's last checkpoint).
+
+    Args:
+        config: YAML config.
+        output_dir: the run's OUTPUT_DIR.
+        opts: ``KEY VALUE`` overrides, after OUTPUT_DIR.
+        log_path: file that receives the command's stdout and stderr.
+        threads: OMP/MKL threads of the subprocess.
+        launch_args: detectron2's launch flags (``--num-gpus 8 --num-machines 2 ...``).
+    """
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--resume"]
+    cmd += [*launch_args, "--config-file", config, "OUTPUT_DIR", output_dir, *opts]
+    run_command(cmd, log_path, threads)
+
+
+def evaluate(config: str, opts: Sequence[str], weights: str, output_dir: str) -> Dict:
+    """Evaluate ``weights`` on the config's DATASETS.TEST in this process.
+
+    Returns:
+        the evaluator's dict, e.g. ``{"bbox": {"AP": ...}, "segm": {...}}``; the COCO evaluator
+        also writes ``output_dir/inference/coco_instances_results.json``.
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from soco_d2.engine import Trainer, load_cfg
+
+    cfg = load_cfg(config, [*opts, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", output_dir])
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    results = Trainer.test(cfg, model)
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in results.items()}

@@ -1,0 +1,107 @@
+"""The SIM meta-architecture and mapper on the tiny config: inputs, EMA, frozen patch embed."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from soco_d2.data.dataset_mappers import build_dataset_mapper
+from soco_d2.engine import load_cfg
+from soco_d2.solver import build_optimizer
+
+TINY = str(Path(__file__).resolve().parents[2] / "configs/pretrain/sim_vit_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_cfg(TINY, register=False)
+
+
+@pytest.fixture(scope="module")
+def batch(cfg, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim_imgs")
+    rng = np.random.default_rng(0)
+    mapper = build_dataset_mapper(cfg)
+    out = []
+    for i in range(3):
+        path = str(root / f"{i}.png")
+        cv2.imwrite(path, rng.integers(0, 256, (48, 56, 3), dtype=np.uint8))
+        out.append(mapper({"file_name": path, "image_id": i}))
+    return out
+
+
+def test_mapper_outputs(batch):
+    for x in batch:
+        assert len(x["views"]) == 2 and all(v.shape == (3, 32, 32) for v in x["views"])
+        assert x["mask"].shape == (16,) and x["mask"].dtype == torch.bool
+        assert int(x["mask"].sum()) == 9
+        assert x["view_regions"].shape == (2, 4) and x["view_flipped"].shape == (2,)
+        assert x["image_size"] == (48, 56)
+
+
+def test_names_frozen_patch_embed_and_optimizer(cfg):
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    keys = model.state_dict().keys()
+    assert {"backbone.net.patch_embed.proj.weight", "backbone.net.pos_embed",
+            "backbone.net.cls_token", "backbone.net.blocks.1.mlp.fc2.weight"} <= set(keys)
+    assert any(k.startswith("target.backbone.net.blocks.") for k in keys)
+    assert any(k.startswith("target.projector.0.norm1.bn.") for k in keys)
+    assert not any(k.startswith("target.predictor") for k in keys)
+    pe = model.backbone["net"].patch_embed.proj.weight
+    assert not pe.requires_grad and not model.backbone["net"].pos_embed.requires_grad
+    opt_params = {id(p) for g in build_optimizer(cfg, model).param_groups for p in g["params"]}
+    assert id(pe) not in opt_params and id(model.mask_token) in opt_params
+    assert not any(id(p) in opt_params for p in model.target.parameters())
+
+
+def test_ema_moves_parameters_not_buffers(cfg, batch):
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    model(batch)  # BN statistics of online and target move by their own forward passes
+    online = model.decoder_embed.weight
+    with torch.no_grad():
+        online.add_(1.0)
+        model.projector[0].norm1.bn.running_mean.fill_(5.0)
+    t_before = model.target["decoder_embed"].weight.clone()
+    bn_before = model.target["projector"][0].norm1.bn.running_mean.clone()
+    model.update_target(0.75)
+    torch.testing.assert_close(
+        model.target["decoder_embed"].weight, 0.75 * t_before + 0.25 * online.detach()
+    )
+    assert torch.equal(model.target["projector"][0].norm1.bn.running_mean, bn_before)
+
+
+def test_loss_backward_reaches_online_only_and_floor(cfg, batch):
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    loss = model(batch)["loss_sim"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert model.mask_token.grad is not None and model.decoder_pos_mlp.weight.grad is not None
+    assert model.backbone["net"].blocks[0].attn.qkv.weight.grad is not None
+    assert all(p.grad is None for p in model.target.parameters())
+    model.zero_grad()
+    model.floor(batch).backward()
+    assert model.backbone["net"].cls_token.grad is not None
+
+
+def test_eval_returns_online_encoder_tokens(cfg, batch):
+    model = build_model(cfg).eval()
+    out = model(batch)
+    assert out[0]["patch_tokens"].shape == (16, 48) and out[0]["cls"].shape == (48,)
+
+
+def test_bad_inputs_are_named(cfg, batch):
+    model = build_model(cfg).train()
+    bad = [dict(batch[0])]
+    del bad[0]["mask"]
+    with pytest.raises(KeyError, match="mask"):
+        model(bad)
+    cfg2 = cfg.clone()
+    cfg2.defrost()
+    cfg2.INPUT.SSL.VIEW_SIZES = [32, 24]
+    with pytest.raises(ValueError, match="INPUT.SSL.VIEW_SIZES"):
+        build_model(cfg2)

@@ -1,0 +1,95 @@
+"""tools/pipeline.py: presets, repeatable --pretrain, data and launch flags, clear flag errors."""
+import importlib.util
+import os
+
+import pytest
+
+from soco_d2.checkpoint import GROUPS
+from soco_d2.pipeline import BENCH_METHODS, preset_from_rows
+from soco_d2.pipeline.stages import REPO_ROOT
+
+PRE = os.path.join(REPO_ROOT, "configs/pretrain/soco_R18_FPN_tiny.yaml")
+FT = os.path.join(REPO_ROOT, "configs/demo/mask_rcnn_R18_FPN_demo.yaml")
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "ds"))
+    spec_ = importlib.util.spec_from_file_location(
+        "pipeline_cli", os.path.join(REPO_ROOT, "tools", "pipeline.py")
+    )
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    return lambda *argv: module.build_spec(module.get_parser().parse_args(["--output", "o", *argv]))
+
+
+def test_presets_and_overrides(cli, tmp_path):
+    bench = cli("--preset", "bench-transfer", "--inits", "soco,scratch",
+                "--finetune-opts", "SOLVER.MAX_ITER", "10")
+    assert bench.seeds == [0, 1, 2] and bench.inits == ["soco", "scratch"]
+    assert bench.finetune_opts == ["SOLVER.MAX_ITER", "10"]
+    assert bench.proposals[1] == str(tmp_path / "ds/demo/proposals_unlabeled")
+    demo = cli("--preset", "demo", "--seeds", "2")
+    assert demo.seeds == [0, 1] and demo.pretrains == bench.pretrains
+    assert set(demo.pretrains) == {"soco"} and os.path.isfile(demo.pretrains["soco"])
+    from soco_d2.engine import load_cfg
+
+    # the bench fine-tunes twice as long as the demo, from the same pretraining
+    assert load_cfg(demo.finetune_config, []).SOLVER.MAX_ITER == 400
+    assert load_cfg(bench.finetune_config, []).SOLVER.MAX_ITER == 800
+    assert cli("--preset", "demo", "--transfer", "backbone, fpn,box_head").transfer == list(GROUPS)
+    with pytest.raises(SystemExit, match="subset of"):
+        cli("--preset", "demo", "--transfer", "backbone,neck")
+
+
+def test_pretrain_flags_and_name_clashes(cli):
+    spec = cli("--pretrain", f"a={PRE}", "--pretrain", f"b-2={PRE}", "--finetune-config", FT)
+    assert spec.pretrains == {"a": PRE, "b-2": PRE} and spec.inits == []  # all + scratch
+    old = cli("--pretrain-config", PRE, "--finetune-config", FT, "--inits", "soco,scratch")
+    assert old.pretrains == {"soco": PRE}
+    with pytest.raises(SystemExit, match="no pretraining is named 'soco'"):
+        cli("--finetune-config", FT, "--inits", "soco,scratch")
+    with pytest.raises(SystemExit, match="already names a pretraining"):
+        cli("--pretrain", f"soco={PRE}", "--finetune-config", FT, "--inits", f"soco={PRE}")
+    with pytest.raises(SystemExit, match="does not exist"):
+        cli("--pretrain", "soco=missing.yaml", "--finetune-config", FT)
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        cli("--pretrain", PRE, "--finetune-config", FT)
+    with pytest.raises(SystemExit, match="finetune-config"):
+        cli("--pretrain", f"a={PRE}")
+    # a pretraining added to a preset is compared too
+    more = cli("--preset", "demo", "--pretrain", f"mine={PRE}")
+    assert more.inits == ["soco", "scratch", "mine"]
+
+
+def test_data_launch_and_per_init_detector_flags(cli, tmp_path):
+    spec = cli("--pretrain", f"a={PRE}", "--finetune-config", FT, "--unlabeled", "imgs",
+               "--train", "voc:/v:train", "--test", "voc:/v:val", "--num-gpus", "2",
+               "--num-machines", "2", "--machine-rank", "1", "--dist-url", "tcp://h:9",
+               "--finetune-config", f"a={PRE}")
+    assert (spec.unlabeled, spec.train, spec.test) == ("imgs", "voc:/v:train", "voc:/v:val")
+    assert spec.launch_args == ["--num-gpus", "2", "--num-machines", "2", "--machine-rank", "1",
+                                "--dist-url", "tcp://h:9"]
+    assert spec.finetune_config == FT and spec.finetune_configs == {"a": PRE}
+    assert cli("--pretrain", f"a={PRE}", "--finetune-config", FT).launch_args == []
+
+
+def test_bench_methods_preset_is_data_driven(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "ds"))
+    assert [r[0] for r in BENCH_METHODS][:5] == ["soco", "mocov2", "densecl", "detco", "scratch"]
+    r18, vit = str(tmp_path / "r18.yaml"), str(tmp_path / "vit.yaml")
+    open(r18, "w").close()
+    rows = [("soco", PRE, r18), ("moco", str(tmp_path / "absent.yaml"), r18),
+            ("scratch", None, r18), ("sim", PRE, vit), ("scratch_vit", None, vit)]
+    fields = preset_from_rows(rows, [0, 1, 2])  # vit.yaml is missing: the ViT block goes
+    assert fields["inits"] == ["soco", "scratch"] and fields["pretrains"] == {"soco": PRE}
+    assert fields["finetune_configs"] == {"soco": r18, "scratch": r18}
+    open(vit, "w").close()
+    fields = preset_from_rows(rows, [0])
+    assert fields["inits"] == ["soco", "scratch", "sim", "scratch_vit"]
+    assert fields["finetune_configs"]["scratch_vit"] == vit and fields["transfer"] == [
+        "backbone", "fpn"]
+    # a scratch whose detector has no pretraining left is not run alone
+    only_scratch = preset_from_rows([("sim", str(tmp_path / "absent.yaml"), vit),
+                                     ("scratch_vit", None, vit), ("soco", PRE, r18)], [0])
+    assert only_scratch["inits"] == ["soco"]
