@@ -289,14 +289,16 @@ def _watch(procs, error_dir: str, first_rank: int, machine_rank: int, grace_s: f
     """Wait for the local processes; on the first non-zero exit, give the others ``grace_s``
     to fail on their own, terminate the rest, and raise naming the rank that caused it."""
     failed: List[int] = []  # local indices, in the order their exits were seen
-    while len(failed) == 0 and any(p.exitcode is None for p in procs):
-        multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None])
-        for i, p in enumerate(procs):
-            if p.exitcode is None:
-                continue
-            p.join()
-            if p.exitcode != 0 and i not in failed:
-                failed.append(i)
+    while True:
+        # One snapshot per round: deciding on two reads of ``exitcode`` races with an exit.
+        codes = [p.exitcode for p in procs]
+        failed += [i for i, c in enumerate(codes) if c not in (None, 0) and i not in failed]
+        if failed or all(c is not None for c in codes):
+            break
+        # An exit after the snapshot makes its sentinel ready: no exit is missed.
+        multiprocessing.connection.wait(
+            [p.sentinel for p, c in zip(procs, codes) if c is None], timeout=5.0
+        )
     if not failed:
         return
     deadline = time.monotonic() + grace_s

@@ -83,3 +83,34 @@ def test_failed_rank_ends_the_job_and_is_named(tmp_path):
                timeout=timedelta(seconds=60))
     assert "boom on purpose" in str(e.value)
     assert "rank 0: killed by SIGTERM" in str(e.value) or "rank 0: exit code" in str(e.value)
+
+
+class _ExitsBetweenReads:
+    """A finished process whose first ``exitcode`` read still says "running" (the exit lands
+    between two reads, as it can for a real process)."""
+
+    def __init__(self, code):
+        self._reads, self._code = 0, code
+        r, w = os.pipe()
+        os.close(w)  # a dead process's sentinel: always ready
+        self.sentinel = r
+
+    @property
+    def exitcode(self):
+        self._reads += 1
+        return None if self._reads == 1 else self._code
+
+    def join(self, timeout=None):
+        pass
+
+    def is_alive(self):
+        return False
+
+
+def test_watch_does_not_miss_an_exit_between_two_reads(tmp_path):
+    from soco_d2.engine.launch import _watch
+
+    with pytest.raises(DistributedJobError, match=r"Rank 3 \(machine 1, local process 0\) failed: "
+                       r"exit code 7"):
+        _watch([_ExitsBetweenReads(7)], str(tmp_path), first_rank=3, machine_rank=1, grace_s=0)
+    _watch([_ExitsBetweenReads(0)], str(tmp_path), first_rank=0, machine_rank=0)  # success
