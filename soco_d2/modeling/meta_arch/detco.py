@@ -31,11 +31,11 @@ from ...config import register_method_config
 from ..contrastive import concat_all_gather, world_size
 from ..detco_heads import DetCoHeads
 from ..detco_losses import CROSS_DIRECTIONS, detco_level_terms, weight_level_losses
+from ..init import zero_init_residual_
 from ..queue import KeyQueue
 from ..shuffle_bn import batch_shuffle, batch_unshuffle, convert_to_split_batchnorm
 from .base import SSLMetaArch
 from .moco import add_moco_method_config  # noqa: F401  (registers MODEL.MOCO, read here)
-from .soco import zero_init_residual_
 
 __all__ = ["DetCo", "add_detco_method_config"]
 

@@ -31,10 +31,10 @@ from torch import nn
 from ...config import register_method_config
 from ..contrastive import concat_all_gather, info_nce_logits, world_size
 from ..heads import MLPHead
+from ..init import zero_init_residual_
 from ..queue import KeyQueue
 from ..shuffle_bn import batch_shuffle, batch_unshuffle, convert_to_split_batchnorm
 from .base import SSLMetaArch
-from .soco import zero_init_residual_
 
 __all__ = ["MoCoV2", "add_moco_method_config"]
 

@@ -21,17 +21,17 @@ import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from detectron2.structures import Boxes, ImageList
 from torch import nn
 
 from ...config import register_method_config
 from ..heads import MLPHead
+from ..init import zero_init_residual_
 from ..losses import masked_level_byol_loss, symmetric_byol_loss
 from ..roi_heads import SoCoROIHeads
 from .base import SSLMetaArch
 
-__all__ = ["SoCo", "add_soco_method_config", "zero_init_residual_"]
+__all__ = ["SoCo", "add_soco_method_config"]
 
 ASSIGNMENTS = ("level", "all_levels")
 
@@ -76,19 +76,6 @@ def add_soco_method_config(cfg: CN) -> None:
     _C.INPUT.SOCO.CUTOUT_PROB = 0.0
     # Cutout area range as a fraction of the box area.
     _C.INPUT.SOCO.CUTOUT_SCALE = (0.1, 0.3)
-
-
-def zero_init_residual_(module: nn.Module) -> None:
-    """Zero the weight of the last norm in each ResNet block (official SoCo ResNet init)."""
-    for m in module.modules():
-        last = None
-        if isinstance(m, BottleneckBlock):
-            last = m.conv3.norm
-        elif isinstance(m, BasicBlock):
-            last = m.conv2.norm
-        # Only trainable norms: zeroing a FrozenBN's weight would silence the block for good.
-        if isinstance(getattr(last, "weight", None), nn.Parameter):
-            nn.init.zeros_(last.weight)
 
 
 @META_ARCH_REGISTRY.register()
