@@ -277,3 +277,20 @@ def test_failed_command_reports_log_tail(tmp_path):
             [sys.executable, "-c", "import sys; print('boom-42', file=sys.stderr); sys.exit(3)"],
             str(tmp_path / "x.log"),
         )
+
+
+def test_a_detectron2_weights_file_is_used_as_is_and_read_safely(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from soco_d2.pipeline.run import _is_detectron2_weights
+
+    d2 = tmp_path / "d2.pkl"
+    d2.write_bytes(pickle.dumps({"model": {"w": np.zeros(2)}, "__author__": "x"}))
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"state_dict": {"w": np.zeros(2)}}))
+    assert _is_detectron2_weights(str(d2))
+    assert not _is_detectron2_weights(str(plain))
+    assert not _is_detectron2_weights(str(tmp_path / "moco.pth.tar"))
+    assert _is_detectron2_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl")

@@ -125,14 +125,13 @@ def _convert(src: str, dst: str, arch: str, groups: Sequence[str], state: Dict) 
 
 
 def _is_detectron2_weights(path: str) -> bool:
-    import pickle
+    from soco_d2.checkpoint import read_checkpoint
 
     if "://" in path:
         return True  # detectron2://, https://: a detectron2 model zoo file
     if not path.endswith(".pkl"):
         return False
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")
+    data = read_checkpoint(path)  # restricted unpickling: arrays and containers only
     return isinstance(data, dict) and "model" in data and "__author__" in data
 
 
