@@ -13,12 +13,12 @@ byte for byte across runs and independent of the number of images generated befo
 import json
 import math
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+
+from ..utils.io import atomic_directory
 
 __all__ = ["DEMO_CLASSES", "render_scene", "generate_demo_dataset"]
 
@@ -280,10 +280,7 @@ def generate_demo_dataset(
                 f"{out} exists with different or unknown contents; pass overwrite=True "
                 "(--overwrite) to replace it"
             )
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".demo-tmp-", dir=parent)
-    try:
+    with atomic_directory(out, prefix=".demo-tmp-") as tmp:
         os.makedirs(os.path.join(tmp, "annotations"))
         for split, num in (("unlabeled", num_unlabeled), ("train", num_train), ("val", num_val)):
             coco = _write_split(tmp, split, num, seed, image_size, max_objects, num_classes)
@@ -292,10 +289,4 @@ def generate_demo_dataset(
                     json.dump(coco, f)
         with open(os.path.join(tmp, "params.json"), "w") as f:
             json.dump(params, f, indent=1, sort_keys=True)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return params

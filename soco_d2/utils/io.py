@@ -14,12 +14,14 @@ import contextlib
 import json
 import math
 import os
+import shutil
+import tempfile
 import uuid
 from typing import IO, Any, Iterator, Mapping, Optional
 
 import numpy as np
 
-__all__ = ["atomic_write", "strict_json", "write_json_atomic"]
+__all__ = ["atomic_directory", "atomic_write", "strict_json", "write_json_atomic"]
 
 _MODES = ("w", "wt", "wb")
 
@@ -80,6 +82,31 @@ def atomic_write(path: str, mode: str = "w", encoding: Optional[str] = None) -> 
             os.remove(tmp)
         raise
     _fsync_dir(dirname)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str, prefix: str = ".tmp-") -> Iterator[str]:
+    """Build a whole folder, then put it at ``path`` in one rename.
+
+    Yields a temporary folder beside ``path``; when the block ends without an error, whatever
+    was at ``path`` is removed and the temporary folder renamed to it. On an error (or an
+    interruption) the temporary folder is removed and ``path`` is left as it was.
+
+    Args:
+        path: the final folder.
+        prefix: name prefix of the temporary folder (it shows which writer left one behind).
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def strict_json(obj: Any) -> Any:

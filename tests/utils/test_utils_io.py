@@ -67,3 +67,23 @@ def test_write_json_atomic_is_strict_json(tmp_path):
     }
     assert strict_json({"a": math.nan}) == {"a": None}
     assert results.write_json_atomic is write_json_atomic  # the old import path still works
+
+
+def test_atomic_directory_replaces_whole_folder_or_leaves_it(tmp_path):
+    import pytest
+
+    from soco_d2.utils.io import atomic_directory
+
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(str(out)) as tmp:
+            (tmp_path / "probe").write_text(tmp)
+            open(f"{tmp}/new.txt", "w").write("new")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "probe"]  # no temp left
+    with atomic_directory(str(out)) as tmp:
+        open(f"{tmp}/new.txt", "w").write("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]

@@ -31,13 +31,12 @@ Every crop is named ``{source stem}_x{X}_y{Y}_{W}x{H}.jpg`` after its window in 
 import importlib.metadata
 import json
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from ...utils.io import atomic_directory
 from .catalog import datasets_root
 from .voc_evaluation import read_voc_objects
 
@@ -298,20 +297,11 @@ def prepare_neon_trees(
             "lower --block-tiles or --tile-size, or change --train-fraction"
         )
 
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".neon_trees-tmp-", dir=parent)
-    try:
+    with atomic_directory(out, prefix=".neon_trees-tmp-") as tmp:
         counts = _write_splits(tmp, loaded, blocks, is_train, tile_size, min_visible)
         done = {"params": params, "counts": counts}
         with open(os.path.join(tmp, "params.json"), "w") as f:
             json.dump(done, f, indent=1, sort_keys=True)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return done
 
 
