@@ -96,18 +96,20 @@ def test_resume_after_failure_skips_finished_stages(tmp_path, fake):
     runner = StageRunner(spec.output)
     assert _started(runner) == [
         "pretrain/soco", "convert/soco", "finetune/soco_seed0", "evaluate/soco_seed0",
-        "finetune/soco_seed1", "evaluate/soco_seed1", "finetune/scratch_seed0",
+        "finetune/scratch_seed0",
     ]
     assert not runner.done("finetune/scratch_seed0")
-    finished = ["pretrain/soco", "convert/soco", "finetune/soco_seed0", "evaluate/soco_seed1"]
+    finished = ["pretrain/soco", "convert/soco", "finetune/soco_seed0", "evaluate/soco_seed0"]
     mtimes = {s: os.path.getmtime(runner.marker(s)) for s in finished}
     converted = tmp_path / "out/pretrain/soco/model_converted.pkl"
     assert converted.exists()
     n_events = len(runner.history())
 
     results = run_pipeline(spec)
+    # seed-major: every init at seed 0 before any at seed 1
     assert _started(runner, n_events) == [
         "finetune/scratch_seed0", "evaluate/scratch_seed0",
+        "finetune/soco_seed1", "evaluate/soco_seed1",
         "finetune/scratch_seed1", "evaluate/scratch_seed1",
     ]
     assert {s: os.path.getmtime(runner.marker(s)) for s in finished} == mtimes

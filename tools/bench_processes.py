@@ -7,8 +7,10 @@ Usage (run on a quiet machine; it trains for a few dozen tiny iterations):
 Runs ``tools/train_net.py --num-gpus P`` (CPU, gloo) on the tiny SoCo config over a generated
 image folder, twice: with ``--threads-per-process <all cores>`` (every process starts one
 thread per core, as torch does by default: P x cores threads fight for the cores) and with the
-launcher's policy ``max(1, cores // P)``. Reports wall time and detectron2's median seconds per
-iteration of each, and their ratio. The last line printed is one JSON object.
+launcher's policy ``max(1, cores // P)``; then once as one process on all cores at the same
+global batch. Reports wall time and detectron2's median seconds per iteration of each, the
+policy's speed-up and P processes' throughput against one. The last line printed is one JSON
+object.
 """
 import argparse
 import json
@@ -59,12 +61,15 @@ def make_folder(root: str, n: int = 16) -> tuple:
     return image_dir, cache
 
 
-def run(args, threads: int, image_dir: str, cache: str, out_dir: str) -> dict:
-    """One ``train_net.py`` run with ``threads`` per process; wall time and s/iter."""
+def run(
+    args, threads: int, image_dir: str, cache: str, out_dir: str, processes: int = 0
+) -> dict:
+    """One ``train_net.py`` run of ``processes`` (default ``--processes``) with ``threads``
+    each; wall time and s/iter."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     cmd = [
         sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-        "--num-gpus", str(args.processes), "--dist-url", "auto",
+        "--num-gpus", str(processes or args.processes), "--dist-url", "auto",
         "--threads-per-process", str(threads), "--config-file", args.config_file,
         "DATASETS.TRAIN", "('bench_processes',)",
         "DATASETS.SSL.REGISTER", f"('bench_processes=folder:{image_dir}:{cache}',)",
@@ -80,7 +85,8 @@ def run(args, threads: int, image_dir: str, cache: str, out_dir: str) -> dict:
     with open(os.path.join(out_dir, "metrics.json")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     times = [r["time"] for r in rows if "time" in r]
-    return {"threads_per_process": threads, "wall_s": round(wall, 2),
+    return {"processes": processes or args.processes, "threads_per_process": threads,
+            "wall_s": round(wall, 2),
             "s_per_iter": times[-1] if times else None}
 
 
@@ -93,12 +99,18 @@ def main(argv=None) -> dict:
         image_dir, cache = make_folder(tmp)
         runs = [run(args, t, image_dir, cache, os.path.join(tmp, f"out_{t}"))
                 for t in (cores, threads_per_process(args.processes, cores))]
+        runs.append(run(args, cores, image_dir, cache, os.path.join(tmp, "out_one"), 1))
     result = {"cores": cores, "processes": args.processes, "iters": args.iters,
-              "batch": args.batch, "all_cores_each": runs[0], "share_each": runs[1]}
+              "batch": args.batch, "all_cores_each": runs[0], "share_each": runs[1],
+              "one_process": runs[2]}
     if runs[0]["s_per_iter"] and runs[1]["s_per_iter"]:
         result["speedup_s_per_iter"] = runs[0]["s_per_iter"] / runs[1]["s_per_iter"]
+    if runs[1]["s_per_iter"] and runs[2]["s_per_iter"]:
+        # images/s of P processes (the policy's threads) over one process, same global batch
+        result["processes_vs_one_throughput"] = runs[2]["s_per_iter"] / runs[1]["s_per_iter"]
     print(f"{cores} cores, {args.processes} processes: all cores each "
-          f"{runs[0]['s_per_iter']} s/iter, share each {runs[1]['s_per_iter']} s/iter")
+          f"{runs[0]['s_per_iter']} s/iter, share each {runs[1]['s_per_iter']} s/iter; "
+          f"1 process {runs[2]['s_per_iter']} s/iter")
     line = json.dumps(result)
     if args.out:
         with open(args.out, "w") as f:

@@ -3,7 +3,8 @@
 Order: checks (names, configs, groups; nothing written) -> demo data -> the fine-tune overrides
 derived from the data flags -> selective search (only if a pretraining's mapper uses
 proposals) -> per pretraining: train, convert (checked against the detector it will fine-tune)
--> per checkpoint init: convert -> per init and seed: fine-tune, evaluate -> results, plots.
+-> per checkpoint init: convert -> per seed, then per init: fine-tune, evaluate -> results,
+plots.
 
 Every stage is named per pretraining / init, so adding a pretraining or an init to a finished
 run only runs the new stages. A pretraining or fine-tune whose marker was written with another
@@ -228,9 +229,11 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
         )
         _check_transfer(spec, stage, info)
 
-    results: Dict[str, Dict[str, Dict]] = {}
-    for init in inits:
-        for seed in spec.seeds:
+    results: Dict[str, Dict[str, Dict]] = {i.name: {} for i in inits}
+    # seed-major: a run stopped part-way has every init at the seeds it finished, so rerunning
+    # with fewer --seeds gives a complete comparison from finished stages alone
+    for seed in spec.seeds:
+        for init in inits:
             run = f"{init.name}_seed{seed}"
             run_dir = os.path.join(out, "finetune", run)
             opts = [*ft_opts[init.finetune_config], "SEED", str(seed)]
@@ -244,7 +247,7 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
                 lambda c=init.finetune_config, o=opts, d=run_dir: _evaluate_run(spec, c, o, d),
             )
             with open(os.path.join(run_dir, "results.json")) as f:
-                results.setdefault(init.name, {})[f"seed{seed}"] = json.load(f)
+                results[init.name][f"seed{seed}"] = json.load(f)
 
     _write_results(spec, out, stages, inits, results)
     if spec.plots:

@@ -53,3 +53,53 @@ def test_gather_is_identity_in_one_process():
     t = torch.randn(3, 2)
     out = concat_all_gather(t)
     assert torch.equal(out, t)
+
+
+@pytest.mark.parametrize("block_elements", [5, 1 << 20])  # a queue column per block; one block
+def test_blocked_loss_matches_cross_entropy_of_the_logits(monkeypatch, block_elements):
+    import torch.nn.functional as F
+
+    from soco_d2.modeling import contrastive
+
+    monkeypatch.setattr(contrastive, "_BLOCK_ELEMENTS", block_elements)
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(7, 4, generator=g, dtype=torch.float64), dim=1)
+    k = F.normalize(torch.randn(7, 4, generator=g, dtype=torch.float64), dim=1)
+    queue = F.normalize(torch.randn(4, 5, generator=g, dtype=torch.float64), dim=0)
+    inputs = [t.clone().requires_grad_(True) for t in (q, k, queue)]
+    ref = [t.clone().requires_grad_(True) for t in (q, k, queue)]
+    loss = info_nce_loss(*inputs, 0.2)
+    logits, labels = info_nce_logits(*ref, 0.2)
+    expected = F.cross_entropy(logits, labels)
+    torch.testing.assert_close(loss, expected.float())
+    (loss * 3).backward()
+    (expected * 3).backward()
+    for got, want in zip(inputs, ref):  # q, k and (when it asks for one) the queue
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-5, atol=1e-6)
+    # float64 gradients of the blocked function itself, by finite differences
+    torch.autograd.gradcheck(
+        lambda a, b, c: contrastive._QueueInfoNCE.apply(a, b, c, 0.2),
+        [t.detach().clone().requires_grad_(True) for t in (q, k, queue)],
+    )
+
+
+def test_blocked_loss_is_stable_for_large_logits(monkeypatch):
+    import torch.nn.functional as F
+
+    from soco_d2.modeling import contrastive
+
+    monkeypatch.setattr(contrastive, "_BLOCK_ELEMENTS", 6)  # 2 columns per block
+    g = torch.Generator().manual_seed(1)
+    # logits up to ~600 / 0.05: exp overflows float32 unless every block is shifted by its max
+    q = (torch.randn(3, 4, generator=g) * 30).requires_grad_(True)
+    k = torch.randn(3, 4, generator=g)
+    queue = torch.randn(4, 7, generator=g)
+    loss = info_nce_loss(q, k, queue, 0.05)
+    q_ref = q.detach().double().requires_grad_(True)
+    logits, labels = info_nce_logits(q_ref, k.double(), queue.double(), 0.05)
+    expected = F.cross_entropy(logits, labels)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-3)
+    loss.backward()
+    expected.backward()
+    torch.testing.assert_close(q.grad.double(), q_ref.grad, rtol=1e-4, atol=1e-5)

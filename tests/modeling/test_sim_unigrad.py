@@ -30,3 +30,4 @@ def test_no_gradient_reaches_the_target_and_half_inputs_run_in_float32():
     assert out["loss"].dtype == torch.float32
     out["loss"].backward()
     assert target.grad is None and pred.grad is not None
+
