@@ -103,10 +103,11 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     else:
         raise ValueError(f"Unknown SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r}: SGD, LARS or AdamW")
     logger.info(
-        "%s over %d tensors (%d biases/norm params excluded from adaptation and decay)",
+        "%s over %d tensors in %d groups (%d without weight decay)",
         name,
         sum(len(g["params"]) for g in groups),
-        len(groups[1]["params"]) if len(groups) > 1 else 0,
+        len(groups),
+        sum(len(g["params"]) for g in optimizer.param_groups if g["weight_decay"] == 0),
     )
     # detectron2's per-tensor "value"/"norm" clipping, or the global norm ("full_model")
     return maybe_add_gradient_clipping(cfg, optimizer)

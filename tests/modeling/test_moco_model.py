@@ -93,6 +93,9 @@ def test_build_time_errors_name_the_keys():
         _model("SOLVER.IMS_PER_BATCH", "6", "MODEL.MOCO.SPLIT_BN", "0")
     with pytest.raises(ValueError, match=r"MODEL\.MOCO\.SPLIT_BN \(8\).*SOLVER\.IMS_PER_BATCH"):
         _model("MODEL.MOCO.SPLIT_BN", "8")
+    # a norm that is not plain BN would not be split: an error, not a silent no-op
+    with pytest.raises(ValueError, match=r"SPLIT_BN.*MODEL\.RESNETS\.NORM 'BN' \(got 'SyncBN'\)"):
+        _model("MODEL.RESNETS.NORM", "SyncBN")
     with pytest.raises(ValueError, match="MODEL.MOCO.IN_FEATURE"):
         _model("MODEL.MOCO.IN_FEATURE", "res4")
     model = _model()

@@ -59,9 +59,14 @@ def test_every_parameter_gets_the_documented_rate_and_decay():
     assert settings["backbone.simfp_2.0.bias"] == (1.0, 0.0)
 
 
-def test_build_optimizer_uses_the_groups_and_betas():
+def test_build_optimizer_uses_the_groups_and_betas(caplog):
     cfg, model = _tiny_vitdet()
-    opt = build_optimizer(cfg, model)
+    with caplog.at_level("INFO", logger="soco_d2.solver.build"):
+        opt = build_optimizer(cfg, model)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    no_decay = sum(1 for n, p in trainable if p.ndim <= 1 or n.endswith("pos_embed"))
+    assert (f"ADAMW over {len(trainable)} tensors in {len(opt.param_groups)} groups "
+            f"({no_decay} without weight decay)") in caplog.text
     assert isinstance(opt, torch.optim.AdamW)
     lr_of = {id(p): (g["lr"], g["weight_decay"], g["betas"]) for g in opt.param_groups
              for p in g["params"]}

@@ -99,7 +99,6 @@ class DetCoDatasetMapper(MultiViewDatasetMapper):
         self.jigsaw_source = jigsaw_source
         self.jigsaw_crop_scale = tuple(jigsaw_crop_scale)
         self.patch_color = patch_color
-        self._image = None  # the image being mapped, handed from read() to prepare()
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
@@ -115,15 +114,9 @@ class DetCoDatasetMapper(MultiViewDatasetMapper):
         }
 
     # ------------------------------------------------------------------ hooks
-    def read(self, dataset_dict: dict):
-        # The jigsaw is resampled from the original pixels, which the base class's hooks do
-        # not see: keep the image for prepare() (one mapper call at a time per worker).
-        self._image = super().read(dataset_dict)
-        return self._image
-
-    def prepare(self, dataset_dict: dict, height: int, width: int) -> Dict[str, Any]:
-        ctx = super().prepare(dataset_dict, height, width)
-        ctx["image"], self._image = self._image, None
+    def prepare(self, dataset_dict: dict, image: np.ndarray) -> Dict[str, Any]:
+        ctx = super().prepare(dataset_dict, image)
+        ctx["image"] = image  # the jigsaw is resampled from the original pixels
         return ctx
 
     def draw_geometry(self, height: int, width: int, ctx: Dict[str, Any]):

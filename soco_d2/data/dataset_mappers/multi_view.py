@@ -126,8 +126,13 @@ class MultiViewDatasetMapper:
             regions.append(region)
         return tfms, regions
 
-    def prepare(self, dataset_dict: dict, height: int, width: int) -> Dict[str, Any]:
-        """Per-image state shared by the hooks below (subclasses: proposals, ...)."""
+    def prepare(self, dataset_dict: dict, image: np.ndarray) -> Dict[str, Any]:
+        """Per-image state shared by the hooks below (subclasses: proposals, the image, ...).
+
+        Args:
+            dataset_dict: the dict being mapped.
+            image: its decoded (H, W, 3) image, from :meth:`read`.
+        """
         return {}
 
     def draw_geometry(self, height: int, width: int, ctx: Dict[str, Any]):
@@ -172,7 +177,7 @@ class MultiViewDatasetMapper:
         if image is None:
             return None
         height, width = image.shape[:2]
-        ctx = self.prepare(dataset_dict, height, width)
+        ctx = self.prepare(dataset_dict, image)
         tfms, regions = self.draw_geometry(height, width, ctx)
 
         views: List[torch.Tensor] = []

@@ -18,7 +18,7 @@ from typing import Any, Dict
 import torch
 from detectron2.config import configurable
 
-from ...modeling.sim.masking import BlockMaskingGenerator
+from ..masking import BlockMaskingGenerator
 from . import register_mapper
 from .multi_view import MultiViewDatasetMapper
 

@@ -179,7 +179,8 @@ class SoCoDatasetMapper(MultiViewDatasetMapper):
         return boxes
 
     # ------------------------------------------------------------------ hooks
-    def prepare(self, dataset_dict: dict, height: int, width: int) -> Dict[str, Any]:
+    def prepare(self, dataset_dict: dict, image: np.ndarray) -> Dict[str, Any]:
+        height, width = image.shape[:2]
         return {"proposals": self.proposals(dataset_dict, width, height), "size": (height, width)}
 
     def draw_geometry(self, height: int, width: int, ctx: Dict[str, Any]):

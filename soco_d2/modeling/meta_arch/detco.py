@@ -23,19 +23,19 @@ from typing import Dict, List, Mapping, Sequence
 import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...config import register_method_config
-from ..contrastive import concat_all_gather, world_size
+from ..contrastive import concat_all_gather
 from ..detco_heads import DetCoHeads
 from ..detco_losses import CROSS_DIRECTIONS, detco_level_terms, weight_level_losses
-from ..init import zero_init_residual_
 from ..queue import KeyQueue
-from ..shuffle_bn import batch_shuffle, batch_unshuffle, convert_to_split_batchnorm
+from ..shuffle_bn import batch_shuffle, batch_unshuffle
 from .base import SSLMetaArch
 from .moco import add_moco_method_config  # noqa: F401  (registers MODEL.MOCO, read here)
+from .moco import build_moco_backbone
 
 __all__ = ["DetCo", "add_detco_method_config"]
 
@@ -166,17 +166,7 @@ class DetCo(SSLMetaArch):
         KeyQueue(1, moco.QUEUE_SIZE).check_batch(
             cfg.SOLVER.IMS_PER_BATCH, "MODEL.MOCO.QUEUE_SIZE"
         )
-        backbone = build_backbone(cfg)
-        if m.ZERO_INIT_RESIDUAL:
-            zero_init_residual_(backbone)
-        if moco.SPLIT_BN > 1 and world_size() == 1:  # as MoCoV2: one process imitates several
-            if cfg.MODEL.RESNETS.NORM != "BN" or cfg.SOLVER.IMS_PER_BATCH % moco.SPLIT_BN:
-                raise ValueError(
-                    f"MODEL.MOCO.SPLIT_BN={moco.SPLIT_BN} in one process needs MODEL.RESNETS.NORM "
-                    f"'BN' (got {cfg.MODEL.RESNETS.NORM!r}) and a SOLVER.IMS_PER_BATCH it divides "
-                    f"(got {cfg.SOLVER.IMS_PER_BATCH}); set MODEL.MOCO.SPLIT_BN 0 to disable"
-                )
-            convert_to_split_batchnorm(backbone, moco.SPLIT_BN)
+        backbone = build_moco_backbone(cfg)
         shapes = backbone.output_shape()
         channels = {lvl: shapes[lvl].channels for lvl in d.LEVELS if lvl in shapes}
         heads = DetCoHeads(

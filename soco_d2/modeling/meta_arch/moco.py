@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
@@ -78,6 +78,33 @@ def _check_in_feature(backbone: nn.Module, name: str) -> None:
             f"MODEL.MOCO.IN_FEATURE {name!r} is not a backbone output; "
             f"MODEL.RESNETS.OUT_FEATURES gives {sorted(backbone.output_shape())}"
         )
+
+
+def build_moco_backbone(cfg: CN) -> Backbone:
+    """detectron2's backbone as MoCo v2 and the methods built on it (DenseCL, DetCo) use it.
+
+    ``MODEL.SSL.ZERO_INIT_RESIDUAL`` zeroes each residual branch's last norm; in a single
+    process ``MODEL.MOCO.SPLIT_BN`` > 1 turns every BatchNorm2d into a ``SplitBatchNorm``
+    imitating that many devices (with several processes shuffle-BN needs no imitation).
+
+    Raises:
+        ValueError: SPLIT_BN in one process with norms that are not plain "BN" (nothing would
+            be split) or with a batch it does not divide.
+    """
+    m = cfg.MODEL.MOCO
+    backbone = build_backbone(cfg)
+    if cfg.MODEL.SSL.ZERO_INIT_RESIDUAL:
+        zero_init_residual_(backbone)
+    if m.SPLIT_BN > 1 and world_size() == 1:
+        if cfg.MODEL.RESNETS.NORM != "BN" or cfg.SOLVER.IMS_PER_BATCH % m.SPLIT_BN:
+            raise ValueError(
+                f"MODEL.MOCO.SPLIT_BN ({m.SPLIT_BN}) in one process needs MODEL.RESNETS.NORM "
+                f"'BN' (got {cfg.MODEL.RESNETS.NORM!r}) and must divide SOLVER.IMS_PER_BATCH "
+                f"({cfg.SOLVER.IMS_PER_BATCH}): each imitated device normalises an equal share "
+                f"of the batch. Set MODEL.MOCO.SPLIT_BN 0 to disable."
+            )
+        convert_to_split_batchnorm(backbone, m.SPLIT_BN)
+    return backbone
 
 
 @META_ARCH_REGISTRY.register()
@@ -134,19 +161,8 @@ class MoCoV2(SSLMetaArch):
         queue = KeyQueue(m.DIM, m.QUEUE_SIZE)
         # Fail at start, not at the first enqueue: each step writes IMS_PER_BATCH keys.
         queue.check_batch(cfg.SOLVER.IMS_PER_BATCH, "MODEL.MOCO.QUEUE_SIZE")
-        backbone = build_backbone(cfg)
+        backbone = build_moco_backbone(cfg)
         _check_in_feature(backbone, m.IN_FEATURE)
-        if s.ZERO_INIT_RESIDUAL:
-            zero_init_residual_(backbone)
-        n_proc = world_size()
-        if m.SPLIT_BN > 1 and n_proc == 1:
-            if cfg.SOLVER.IMS_PER_BATCH % m.SPLIT_BN != 0:
-                raise ValueError(
-                    f"MODEL.MOCO.SPLIT_BN ({m.SPLIT_BN}) must divide SOLVER.IMS_PER_BATCH "
-                    f"({cfg.SOLVER.IMS_PER_BATCH}) in a single process: each imitated device "
-                    f"normalises an equal share of the batch. Set MODEL.MOCO.SPLIT_BN 0 to disable."
-                )
-            convert_to_split_batchnorm(backbone, m.SPLIT_BN)
         channels = backbone.output_shape()[m.IN_FEATURE].channels
         return {
             **SSLMetaArch.base_config(cfg),

@@ -1,8 +1,8 @@
-"""The parts of Siamese Image Modeling (SIM): block masking, sin-cos absolute and relative
-position embeddings, the UniGrad loss and a token encoder made of detectron2's ViT modules.
-The meta-architecture is ``soco_d2/modeling/meta_arch/sim.py``."""
+"""The parts of Siamese Image Modeling (SIM): sin-cos absolute and relative position
+embeddings, the UniGrad loss and a token encoder made of detectron2's ViT modules. The
+meta-architecture is ``soco_d2/modeling/meta_arch/sim.py``; the block masking of view 1 is a
+data transform (``soco_d2/data/masking.py``, used by the ``sim`` mapper)."""
 from .encoder import TokenBatchNorm, TokenViT, build_blocks, run_blocks, token_norm_layer
-from .masking import BlockMaskingGenerator
 from .pos_embed import (
     relative_coordinates,
     relative_pos_embed,
@@ -12,7 +12,6 @@ from .pos_embed import (
 from .unigrad import target_correlation, unigrad_loss
 
 __all__ = [
-    "BlockMaskingGenerator",
     "TokenBatchNorm",
     "TokenViT",
     "build_blocks",

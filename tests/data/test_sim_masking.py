@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from soco_d2.modeling.sim import BlockMaskingGenerator
+from soco_d2.data.masking import BlockMaskingGenerator
 
 
 @pytest.mark.parametrize("grid, n", [((14, 14), 118), ((8, 8), 38), ((8, 8), 60), ((4, 4), 9),
