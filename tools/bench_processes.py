@@ -66,10 +66,11 @@ def run(
 ) -> dict:
     """One ``train_net.py`` run of ``processes`` (default ``--processes``) with ``threads``
     each; wall time and s/iter."""
+    processes = processes or args.processes
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     cmd = [
         sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-        "--num-gpus", str(processes or args.processes), "--dist-url", "auto",
+        "--num-gpus", str(processes), "--dist-url", "auto",
         "--threads-per-process", str(threads), "--config-file", args.config_file,
         "DATASETS.TRAIN", "('bench_processes',)",
         "DATASETS.SSL.REGISTER", f"('bench_processes=folder:{image_dir}:{cache}',)",
@@ -85,7 +86,7 @@ def run(
     with open(os.path.join(out_dir, "metrics.json")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     times = [r["time"] for r in rows if "time" in r]
-    return {"processes": processes or args.processes, "threads_per_process": threads,
+    return {"processes": processes, "threads_per_process": threads,
             "wall_s": round(wall, 2),
             "s_per_iter": times[-1] if times else None}
 

@@ -71,6 +71,8 @@ def info_nce_loss(
     and the gradients over blocks of a few MiB in the forward pass. With DenseCL's B = 392 query
     cells per batch of 8 and K = 65536 the logits would be 103 MB, allocated, copied and freed
     several times a step (docs/benchmarks.md has the measurement).
+    Nothing of ``queue_keys`` is kept for backward, so a ring buffer that is written after the
+    call may be passed without a copy (``KeyQueue.keys_view()``).
 
     Args: as :func:`info_nce_logits`.
 

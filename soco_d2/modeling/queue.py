@@ -78,5 +78,10 @@ class KeyQueue(nn.Module):
         """
         return self.queue.clone().detach()
 
+    def keys_view(self) -> torch.Tensor:
+        """(dim, size) the ring itself, detached, no copy: for a loss that reads the keys only
+        while it runs and keeps nothing of them for backward (``contrastive.info_nce_loss``)."""
+        return self.queue.detach()
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, size={self.size}"

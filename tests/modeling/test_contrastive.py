@@ -103,3 +103,22 @@ def test_blocked_loss_is_stable_for_large_logits(monkeypatch):
     loss.backward()
     expected.backward()
     torch.testing.assert_close(q.grad.double(), q_ref.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_loss_on_the_ring_itself_is_unaffected_by_an_enqueue_before_backward():
+    import torch.nn.functional as F
+
+    from soco_d2.modeling.queue import KeyQueue
+
+    queue = KeyQueue(4, 6)
+    g = torch.Generator().manual_seed(2)
+    q = F.normalize(torch.randn(3, 4, generator=g), dim=1).requires_grad_(True)
+    k = F.normalize(torch.randn(3, 4, generator=g), dim=1)
+    q_ref = q.detach().clone().requires_grad_(True)
+    expected = info_nce_loss(q_ref, k, queue.clone_keys(), 0.2)
+    loss = info_nce_loss(q, k, queue.keys_view(), 0.2)
+    queue.enqueue(k)  # the step's in-place write, before backward
+    loss.backward()
+    expected.backward()
+    assert torch.equal(loss, expected)
+    torch.testing.assert_close(q.grad, q_ref.grad)

@@ -174,7 +174,7 @@ class DenseCL(MoCoV2):
         logits, labels = info_nce_logits(q, k, self.queue.clone_keys(), self.temperature)
         loss_global = F.cross_entropy(logits.float(), labels)
         loss_dense = dense_info_nce(
-            q_grid, k_grid, match, self.queue2.clone_keys(), self.temperature
+            q_grid, k_grid, match, self.queue2.keys_view(), self.temperature
         )
         # Every process enqueues the same gathered keys, so the queues stay identical.
         self.queue.enqueue(concat_all_gather(k))

@@ -262,12 +262,12 @@ class DetCo(SSLMetaArch):
             local = {}
             if self.local:
                 local = dict(q_local=q_l[lvl], k_local=k_l[lvl],
-                             queue_local=self.queues[f"{lvl}_local"].clone_keys())
+                             queue_local=self.queues[f"{lvl}_local"].keys_view())
             terms[lvl] = detco_level_terms(
-                q_g[lvl], k_g[lvl], self.queues[f"{lvl}_global"].clone_keys(), self.temperature,
+                q_g[lvl], k_g[lvl], self.queues[f"{lvl}_global"].keys_view(), self.temperature,
                 cross_directions=self.cross_directions, **local,
             )
-        for lvl in self.levels:  # after every clone: the loss saw the pre-step queues
+        for lvl in self.levels:  # after every loss: each saw the pre-step queues
             self.queues[f"{lvl}_global"].enqueue(concat_all_gather(k_g[lvl]))
             if self.local:
                 self.queues[f"{lvl}_local"].enqueue(concat_all_gather(k_l[lvl]))
