@@ -93,3 +93,22 @@ def test_bench_methods_preset_is_data_driven(tmp_path, monkeypatch):
     only_scratch = preset_from_rows([("sim", str(tmp_path / "absent.yaml"), vit),
                                      ("scratch_vit", None, vit), ("soco", PRE, r18)], [0])
     assert only_scratch["inits"] == ["soco"]
+
+
+def test_bench_methods_detectors_share_one_fine_tune_budget():
+    """Every detector family of `make bench-methods` fine-tunes on the same schedule and data
+    (800 iterations of 4 images, the same lr steps, the 480 val images), so the ViT block's rows
+    are at the R-18 block's budget."""
+    from soco_d2.engine.setup import load_cfg
+
+    detectors = sorted({d for _, _, d in BENCH_METHODS})
+    assert len(detectors) == 2  # the R-18 FPN and the tiny ViTDet Mask R-CNN
+
+    def budget(path):
+        cfg = load_cfg(os.path.join(REPO_ROOT, path), register=False)
+        s = cfg.SOLVER
+        return (s.MAX_ITER, tuple(s.STEPS), s.IMS_PER_BATCH, tuple(cfg.DATASETS.TRAIN),
+                tuple(cfg.DATASETS.TEST))
+
+    assert budget(detectors[0]) == budget(detectors[1])
+    assert budget(detectors[0])[:3] == (800, (600, 740), 4)

@@ -25,6 +25,19 @@ def test_summary_and_comparison_over_three_seeds():
         "std, 2.83) |" in methods_table(close)
 
 
+def test_a_loss_beyond_the_spread_is_called_a_loss():
+    # a method 9.6 AP below its baseline with a 2-std bar of 1.7 lost: the line must say so,
+    # not file the loss under "not more than twice the seed std"
+    results = {"sim": _runs([46.0, 46.4, 46.3]), "scratch_vit": _runs([55.4, 55.3, 56.8])}
+    c = compare(summarize(results), "sim", "scratch_vit")
+    assert c["delta"] < 0 and c["significant"] is True
+    console = format_console(results, baselines={"sim": "scratch_vit"})
+    assert "sim vs scratch_vit, box AP: -9.60 (behind by more than twice the seed std, 1.68)" \
+        in console
+    close = {"a": _runs([20.0, 21.0]), "scratch": _runs([21.0, 23.0])}  # -1.5, bar 2.83
+    assert "-1.50 (not more than twice the seed std, 2.83)" in methods_table(close)
+
+
 def test_one_seed_claims_no_margin():
     results = {"soco": _runs([30.7]), "scratch": _runs([30.0])}
     c = compare(summarize(results), "soco", "scratch")
@@ -48,9 +61,9 @@ def test_methods_table_per_detector_baselines():
                           detectors)
     rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
     assert rows["soco"] == ("| soco | r18.yaml | 2 | 31.00 +- 1.41 | 30.00 +- 1.41 | 1.0 min | "
-                            "+6.00 (more than twice the seed std, 2.83) |")
+                            "+6.00 (ahead by more than twice the seed std, 2.83) |")
     assert rows["mocov2"].endswith("| 1.5 min | +0.00 (not more than twice the seed std, 2.83) |")
-    assert rows["sim"].endswith("| 0.5 min | +3.00 (more than twice the seed std, 2.83) vs "
+    assert rows["sim"].endswith("| 0.5 min | +3.00 (ahead by more than twice the seed std, 2.83) vs "
                                 "scratch_vit |")
     assert rows["ext"].endswith("| - | - |") and rows["scratch_vit"].endswith("| - | - |")
     # no mask AP (a boxes-only detector): the cell says so

@@ -128,7 +128,7 @@ def test_resume_after_failure_skips_finished_stages(tmp_path, fake):
     assert "| soco | 2 | 30.50 +- 0.71 | 31.50 +- 0.71 |" in md  # every metric: mean, sample std
     pre_min = StageRunner(spec.output).seconds("pretrain/soco") / 60
     assert (
-        f"| soco | 2 | 30.50 +- 0.71 | 29.50 +- 0.71 | {pre_min:.1f} min | +10.00 (more than "
+        f"| soco | 2 | 30.50 +- 0.71 | 29.50 +- 0.71 | {pre_min:.1f} min | +10.00 (ahead by more than "
         "twice the seed std, 1.41) |" in md
     )
 

@@ -28,6 +28,10 @@ class DenseHead(nn.Module):
 
     The per-cell twin of MoCo v2's global MLP head (``MLPHead`` with no norm). Its 1x1 convs keep
     PyTorch's default init, as the official DenseCL neck, whose init touches Linear layers only.
+
+    The parameters are ``Conv2d`` ones (checkpoint names ``conv1.*``, ``conv2.*``), but the forward
+    pass applies them as ``F.linear`` on the (B, S*S, C) cells: the same products, as two plain
+    GEMMs, which on CPU are faster than 1x1 convolutions on a 7 x 7 map (docs/benchmarks.md).
     """
 
     def __init__(self, in_channels: int, hidden_dim: int, out_dim: int):
@@ -39,7 +43,6 @@ class DenseHead(nn.Module):
         """
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, hidden_dim, 1)
-        self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(hidden_dim, out_dim, 1)
         self.out_dim = out_dim
 
@@ -54,8 +57,9 @@ class DenseHead(nn.Module):
                 (the official neck's order): the vector DenseCL's second queue stores once
                 normalised.
         """
-        d = self.conv2(self.relu(self.conv1(x)))
-        grid = flatten_grid(d)
+        cells = flatten_grid(x).transpose(1, 2)  # (B, S*S, C)
+        hidden = F.relu(F.linear(cells, self.conv1.weight.flatten(1), self.conv1.bias))
+        grid = F.linear(hidden, self.conv2.weight.flatten(1), self.conv2.bias).transpose(1, 2)
         return grid, grid.mean(dim=2)
 
 

@@ -17,7 +17,7 @@ Row = Tuple[str, Optional[str], str]
 _DEMO = "configs/demo"
 _R18_DEMO = f"{_DEMO}/mask_rcnn_R18_FPN_demo.yaml"
 _R18_800 = f"{_DEMO}/mask_rcnn_R18_FPN_demo_800it.yaml"
-_VIT_DET = f"{_DEMO}/vitdet_mask_rcnn_tiny_demo.yaml"
+_VIT_DET = f"{_DEMO}/vitdet_mask_rcnn_tiny_demo_800it.yaml"
 
 # `make bench-methods`: every method on the demo data against scratch, per detector family.
 BENCH_METHODS: Tuple[Row, ...] = (

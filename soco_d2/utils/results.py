@@ -63,8 +63,9 @@ def compare(summary: Mapping, init: str, baseline: str, task: str = "bbox") -> O
     Returns:
         ``{"delta", "two_std", "significant", "seeds"}``: ``seeds`` is the smaller seed count
         of the two; with fewer than two seeds there is no spread estimate, and ``two_std`` and
-        ``significant`` are None. ``two_std`` uses the larger of the two stds. None when either
-        has no AP for ``task``.
+        ``significant`` are None. ``two_std`` uses the larger of the two stds; ``significant``
+        is ``|delta| > two_std``, a loss as much as a gain (the sign of ``delta`` says which).
+        None when either has no AP for ``task``.
     """
     try:
         a, b = summary[init][task]["AP"], summary[baseline][task]["AP"]
@@ -75,18 +76,22 @@ def compare(summary: Mapping, init: str, baseline: str, task: str = "bbox") -> O
     if seeds < 2:
         return {"delta": delta, "two_std": None, "significant": None, "seeds": seeds}
     two_std = 2.0 * max(a["std"], b["std"])
-    return {"delta": delta, "two_std": two_std, "significant": delta > two_std, "seeds": seeds}
+    return {"delta": delta, "two_std": two_std, "significant": abs(delta) > two_std,
+            "seeds": seeds}
 
 
 def verdict(c: Optional[Mapping]) -> str:
-    """One line for a :func:`compare` result, e.g. ``+1.88 (more than twice the seed std,
-    1.28)`` or ``+0.70 (one seed: no spread estimate)``."""
+    """One line for a :func:`compare` result, e.g. ``+1.88 (ahead by more than twice the seed
+    std, 1.28)``, ``-9.61 (behind by more than twice the seed std, 1.64)``, ``+0.75 (not more
+    than twice the seed std, 2.02)`` or ``+0.70 (one seed: no spread estimate)``."""
     if c is None:
         return "-"
     if c["significant"] is None:
         return f"{c['delta']:+.2f} (one seed: no spread estimate)"
-    word = "more" if c["significant"] else "not more"
-    return f"{c['delta']:+.2f} ({word} than twice the seed std, {c['two_std']:.2f})"
+    if not c["significant"]:
+        return f"{c['delta']:+.2f} (not more than twice the seed std, {c['two_std']:.2f})"
+    side = "ahead" if c["delta"] > 0 else "behind"
+    return f"{c['delta']:+.2f} ({side} by more than twice the seed std, {c['two_std']:.2f})"
 
 
 def _default_baselines(inits: Sequence[str]) -> Dict[str, str]:

@@ -91,6 +91,24 @@ def test_dense_head_shapes_names_and_pooled_before_normalisation():
     assert set(head.state_dict()) == {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"}
 
 
+def test_dense_head_equals_its_convs_in_both_memory_formats_and_gradients():
+    """The linear-path forward is the 1x1 convs' math, on NCHW and channels_last maps alike."""
+    torch.manual_seed(0)
+    head = DenseHead(6, 10, 5)
+    x = torch.randn(2, 6, 3, 3)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        inp = inp.detach().requires_grad_()
+        ref_in = inp.detach().clone().requires_grad_()
+        grid, _ = head(inp)
+        ref = head.conv2(torch.relu(head.conv1(ref_in))).flatten(2)
+        torch.testing.assert_close(grid, ref)
+        w = torch.randn_like(ref)
+        g_ours = torch.autograd.grad((grid * w).sum(), [inp, head.conv1.weight])
+        g_ref = torch.autograd.grad((ref * w).sum(), [ref_in, head.conv1.weight])
+        for a, b in zip(g_ours, g_ref):
+            torch.testing.assert_close(a, b)
+
+
 def test_bad_shapes_fail_clearly():
     with pytest.raises(ValueError, match="same batch and channels"):
         dense_correspondence(torch.randn(1, 3, 2, 2), torch.randn(1, 4, 2, 2))
