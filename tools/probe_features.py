@@ -8,29 +8,19 @@ Each ``--weights`` ("" = random init) is probed on the config's DATASETS.TRAIN[0
 ground-truth boxes (``--train``/``--test`` override); one JSON line per weights file. Minutes on
 a CPU for the demo data, against a fine-tune's: a check before spending one.
 """
-import argparse
 import json
 
-import torch
-
 import soco_d2.finetune  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-from soco_d2.engine import load_cfg
-from soco_d2.utils.probe import probe_weights
+from soco_d2.utils.probe import probe_weights, weights_cli
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config-file", required=True, help="detector (fine-tuning) config")
-    parser.add_argument("--weights", action="append", required=True,
-                        help="converted weights; repeat to compare; '' = random init")
-    parser.add_argument("--train", default=None, help="dataset the probe is fit on")
-    parser.add_argument("--test", default=None, help="dataset the probe is scored on")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_cfg(args.config_file, args.opts)
+    def own_flags(parser):
+        parser.add_argument("--train", default=None, help="dataset the probe is fit on")
+        parser.add_argument("--test", default=None, help="dataset the probe is scored on")
+
+    args, cfg = weights_cli(__doc__.split("\n")[0], "detector (fine-tuning) config", argv,
+                            own_flags)
     train = args.train or cfg.DATASETS.TRAIN[0]
     test = args.test or cfg.DATASETS.TEST[0]
     for weights, result in zip(args.weights, probe_weights(cfg, args.weights, train, test)):

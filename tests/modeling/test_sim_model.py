@@ -105,3 +105,16 @@ def test_bad_inputs_are_named(cfg, batch):
     cfg2.INPUT.SSL.VIEW_SIZES = [32, 24]
     with pytest.raises(ValueError, match="INPUT.SSL.VIEW_SIZES"):
         build_model(cfg2)
+
+
+def test_token_spectra_of_whole_views(cfg, batch):
+    model = build_model(cfg).eval()
+    views = [x["views"][1] for x in batch]
+    out = model.token_spectra(views)
+    assert set(out) == {"encoder", "target"}
+    for spec in out.values():
+        assert 0.0 < spec["top1"] <= spec["top3"] <= 1.0 + 1e-9
+        assert 1.0 <= spec["erank"] <= spec["dim"]
+    # the target is the EMA copy: at init it encodes like the online encoder, then projects
+    assert out["encoder"]["dim"] == cfg.MODEL.VIT.EMBED_DIM
+    assert out["target"]["dim"] == cfg.MODEL.SIM.DECODER_EMBED_DIM

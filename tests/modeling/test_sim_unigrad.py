@@ -1,7 +1,7 @@
 """UniGrad on a hand-computed case, and its single-process correlation path."""
 import torch
 
-from soco_d2.modeling.sim import target_correlation, unigrad_loss
+from soco_d2.modeling.sim import correlation_spectrum, target_correlation, unigrad_loss
 
 
 def test_hand_computed_loss_and_gradient():
@@ -31,3 +31,21 @@ def test_no_gradient_reaches_the_target_and_half_inputs_run_in_float32():
     out["loss"].backward()
     assert target.grad is None and pred.grad is not None
 
+
+
+def test_correlation_spectrum_counts_directions():
+    torch.manual_seed(0)
+    # every token a scaled, shifted copy of one vector: one direction after layer norm
+    one = torch.randn(1, 8) * torch.rand(50, 1) * 3 + torch.randn(50, 1)
+    s = correlation_spectrum(one, eps=0.0)
+    assert abs(s["top1"] - 1.0) < 1e-9 and abs(s["erank"] - 1.0) < 1e-6 and s["dim"] == 8
+    # tokens +-(1, -1, 0, 0) and +-(0, 0, 1, -1), each layer-normalised to norm^2 = D = 4:
+    # C = diag-blocks of two equal eigenvalues 2 -> shares (1/2, 1/2, 0, 0), erank 2
+    a, b = torch.tensor([1.0, -1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0, -1.0])
+    s = correlation_spectrum(torch.stack([a, -a, b, -b]), eps=0.0)
+    assert abs(s["top1"] - 0.5) < 1e-9 and abs(s["top3"] - 1.0) < 1e-9
+    assert abs(s["erank"] - 2.0) < 1e-9
+    # many random tokens spread over all D directions: top1 near (D - 1)^-1, erank near D - 1
+    # (layer norm removes the all-ones direction)
+    s = correlation_spectrum(torch.randn(20000, 16))
+    assert s["top1"] < 0.1 and s["erank"] > 14.0

@@ -35,7 +35,7 @@ from torch import nn
 
 from ...config import register_method_config
 from ..sim import TokenViT, build_blocks, relative_pos_embed, run_blocks, sincos_pos_embed_2d
-from ..sim import unigrad_loss
+from ..sim import correlation_spectrum, unigrad_loss
 from .base import SSLMetaArch
 
 __all__ = ["SIM", "add_sim_method_config"]
@@ -275,6 +275,22 @@ class SIM(SSLMetaArch):
         except AssertionError:  # no EventStorage outside a trainer
             pass
         return {"loss_sim": out["loss"]}
+
+    @torch.no_grad()
+    def token_spectra(self, images: List[torch.Tensor]) -> Dict[str, Dict[str, float]]:
+        """:func:`~soco_d2.modeling.sim.unigrad.correlation_spectrum` of whole, unmasked views.
+
+        Args:
+            images: (3, S, S) views at the pretraining's view size, in INPUT.FORMAT, 0-255.
+
+        Returns:
+            ``{"encoder": ..., "target": ...}``: the online encoder's patch tokens (what a
+            detector's ViT inherits) and the target's projected tokens (what the loss predicts).
+        """
+        x = self.normalize(images).tensor
+        encoder = self.backbone["net"](x)[:, 1:]
+        return {"encoder": correlation_spectrum(encoder),
+                "target": correlation_spectrum(self._target_tokens(x))}
 
     def floor(self, batched_inputs: List[dict]) -> torch.Tensor:
         """Online encoder on the visible tokens, projector and predictor blocks (the mask

@@ -9,12 +9,13 @@ from .pos_embed import (
     sincos_frequencies,
     sincos_pos_embed_2d,
 )
-from .unigrad import target_correlation, unigrad_loss
+from .unigrad import correlation_spectrum, target_correlation, unigrad_loss
 
 __all__ = [
     "TokenBatchNorm",
     "TokenViT",
     "build_blocks",
+    "correlation_spectrum",
     "relative_coordinates",
     "relative_pos_embed",
     "run_blocks",

@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.utils import comm
 
-__all__ = ["unigrad_loss", "target_correlation"]
+__all__ = ["unigrad_loss", "target_correlation", "correlation_spectrum"]
 
 
 @torch.no_grad()
@@ -62,3 +62,29 @@ def unigrad_loss(
         neg = ((p @ corr) * p).sum(-1).mean()
         loss = (pos + neg_weight * neg) / dim
     return {"loss": loss, "pos": pos.detach(), "neg": neg.detach()}
+
+
+@torch.no_grad()
+def correlation_spectrum(tokens: torch.Tensor, eps: float = 1e-5) -> Dict[str, float]:
+    """How many directions layer-normalised tokens occupy, from the loss's ``C = t^T t / N``.
+
+    Each token is layer-normalised as the loss's targets are, so ``trace(C) = D``. A batch whose
+    tokens all point one way has one non-zero eigenvalue (``top1`` 1, ``erank`` 1); tokens
+    spread evenly over D directions have ``top1`` 1/D and ``erank`` D. UniGrad's negative term
+    pushes predictions away from the large eigenvalues, so a spectrum held by a few directions
+    is what a (near) collapsed target looks like.
+
+    Args:
+        tokens: (..., D) tokens.
+
+    Returns:
+        ``{"top1", "top3"}``: shares of the trace in the largest one / three eigenvalues;
+        ``"erank"``: exp of the entropy of the eigenvalue shares (1..D); ``"dim"``: D.
+    """
+    dim = tokens.shape[-1]
+    t = F.layer_norm(tokens.double().reshape(-1, dim), (dim,), eps=eps)
+    ev = torch.linalg.eigvalsh(t.T @ t / t.shape[0]).flip(0).clamp_min(0)
+    share = ev / ev.sum()
+    entropy = -(share * share.clamp_min(1e-300).log()).sum()
+    return {"top1": float(share[0]), "top3": float(share[:3].sum()),
+            "erank": float(entropy.exp()), "dim": dim}
