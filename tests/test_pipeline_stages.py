@@ -281,6 +281,46 @@ def test_failed_command_reports_log_tail(tmp_path):
         )
 
 
+def test_a_terminated_pipeline_stops_its_command_and_the_commands_children(tmp_path):
+    """SIGTERM to the pipeline while a stage's command runs: the command and what it started
+    (a launcher's workers) are stopped, not left training on into the output directory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    # the "training": a shell that starts a worker, records both pids and waits
+    cmd = ["bash", "-c", f"sleep 300 & echo $$ $! > {pids}; wait"]
+    driver = (
+        "import sys; from soco_d2.pipeline import stages\n"
+        "stages.exit_on_sigterm()\n"
+        f"stages.run_command({cmd!r}, {str(tmp_path / 'x.log')!r})\n"
+    )
+    pipeline = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO_ROOT)
+    deadline = time.time() + 60
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+        assert time.time() < deadline and pipeline.poll() is None, "the command never started"
+        time.sleep(0.1)
+    shell, worker = (int(p) for p in pids.read_text().split())
+    pipeline.send_signal(signal.SIGTERM)
+    assert pipeline.wait(timeout=30) == 128 + signal.SIGTERM
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie waiting for its reaper is stopped too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.time() + 15
+    while (alive(shell) or alive(worker)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(shell) and not alive(worker)
+
+
 def test_a_detectron2_weights_file_is_used_as_is_and_read_safely(tmp_path):
     import pickle
 

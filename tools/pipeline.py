@@ -28,6 +28,7 @@ import sys
 
 from soco_d2.checkpoint import parse_groups
 from soco_d2.pipeline import PRESETS, PipelineSpec, parse_named, resolve_inits, run_pipeline
+from soco_d2.pipeline.stages import exit_on_sigterm
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -128,6 +129,7 @@ def build_spec(args: argparse.Namespace) -> PipelineSpec:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    exit_on_sigterm()  # a killed pipeline stops its training subprocess, never orphans it
     spec = build_spec(get_parser().parse_args(argv))
     print("[pipeline] " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec).items()))
     run_pipeline(spec)

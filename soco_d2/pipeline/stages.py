@@ -8,6 +8,7 @@ killed half-way continues from its last checkpoint when it is run again.
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from soco_d2.utils.io import write_json_atomic
 
-__all__ = ["REPO_ROOT", "StageRunner", "evaluate", "run_command", "run_training"]
+__all__ = [
+    "REPO_ROOT",
+    "StageRunner",
+    "evaluate",
+    "exit_on_sigterm",
+    "run_command",
+    "run_training",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +116,34 @@ def _subprocess_env(threads: int) -> Dict[str, str]:
     return env
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit`` in the main thread (as Ctrl-C raises
+    ``KeyboardInterrupt``), so :func:`run_command` stops the command it is waiting for instead
+    of leaving it training on, orphaned, into the output directory a rerun will use."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the command's process group (its launcher's workers too), SIGKILL after
+    ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_command(cmd: Sequence[str], log_path: str, threads: int = 2) -> str:
     """Run ``cmd`` with stdout and stderr streamed into ``log_path``; return what it printed.
+
+    The command runs in a session of its own; if this process is interrupted while waiting
+    (Ctrl-C, or SIGTERM after :func:`exit_on_sigterm`), the command's whole process group is
+    stopped before the exception goes on. Its finished checkpoints stay on disk.
 
     Raises:
         RuntimeError: with the log's last lines when the command fails.
@@ -119,15 +153,21 @@ def run_command(cmd: Sequence[str], log_path: str, threads: int = 2) -> str:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         start = log.tell()
-        proc = subprocess.run(
-            list(cmd), stdout=log, stderr=subprocess.STDOUT, env=_subprocess_env(threads)
+        proc = subprocess.Popen(
+            list(cmd), stdout=log, stderr=subprocess.STDOUT, env=_subprocess_env(threads),
+            start_new_session=True,
         )
+        try:
+            returncode = proc.wait()
+        except BaseException:
+            _stop_group(proc)
+            raise
     with open(log_path) as f:
         f.seek(start)
         output = f.read()
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = "".join(output.splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+        raise RuntimeError(f"command failed ({returncode}): {' '.join(cmd)}\n{tail}")
     return output
 
 
