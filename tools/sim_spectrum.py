@@ -14,12 +14,11 @@ import json
 
 import cv2
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, detection_utils
-from detectron2.modeling import build_model
+from detectron2.modeling import META_ARCH_REGISTRY
 
 import soco_d2  # noqa: F401  (registers SIM and its config keys)
-from soco_d2.utils.probe import weights_cli
+from soco_d2.utils.probe import build_with_weights, weights_cli
 
 
 def load_views(cfg, count: int):
@@ -37,16 +36,11 @@ def load_views(cfg, count: int):
 
 def spectra(cfg, weights, views):
     """One ``{"weights", "encoder", "target"}`` dict per entry of ``weights``."""
-    out = []
-    for w in weights:
-        torch.manual_seed(0)
-        model = build_model(cfg).eval()
-        if not hasattr(model, "token_spectra"):
-            raise ValueError(f"{cfg.MODEL.META_ARCHITECTURE} is not SIM: no token spectra")
-        if w:
-            DetectionCheckpointer(model).load(w)
-        out.append({"weights": w or "random init", **model.token_spectra(views)})
-    return out
+    if not hasattr(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), "token_spectra"):
+        raise ValueError(f"{cfg.MODEL.META_ARCHITECTURE} is not SIM: no token spectra")
+    models = (build_with_weights(cfg, w).eval() for w in weights)
+    return [{"weights": w or "random init", **m.token_spectra(views)}
+            for w, m in zip(weights, models)]
 
 
 def main(argv=None) -> None:

@@ -20,7 +20,14 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
-__all__ = ["box_features", "ridge_probe", "effective_rank", "probe_weights", "weights_cli"]
+__all__ = [
+    "box_features",
+    "ridge_probe",
+    "effective_rank",
+    "build_with_weights",
+    "probe_weights",
+    "weights_cli",
+]
 
 
 @torch.no_grad()
@@ -116,27 +123,32 @@ def effective_rank(x: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
 
 
+def build_with_weights(cfg, path: str) -> torch.nn.Module:
+    """The model of ``cfg``, built right after ``torch.manual_seed(0)`` (so the random init and
+    the layers a weights file leaves out are the same for every call), with ``path`` loaded
+    unless it is "" (random init)."""
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if path:
+        DetectionCheckpointer(model).load(path)
+    return model
+
+
 def probe_weights(
     cfg, weights: Sequence[str], train_dataset: str, test_dataset: str
 ) -> List[Dict[str, float]]:
     """Build the detector of ``cfg`` once per entry of ``weights`` ("" = random init), load it,
     and probe all of them over one pass of each dataset.
 
-    Every model is built right after ``torch.manual_seed(0)``, so the random init and the
-    layers a weights file leaves out are the same for every entry and every call.
+    Every model comes from :func:`build_with_weights`, so the random init and the layers a
+    weights file leaves out are the same for every entry and every call.
 
     Returns:
         per weights entry: ``probe_accuracy`` (ridge on box features, train -> test),
         ``effective_rank`` and ``feature_l2`` (mean L2 norm) of the test boxes' features, and
         the box counts.
     """
-    models = []
-    for path in weights:
-        torch.manual_seed(0)
-        model = build_model(cfg)
-        if path:
-            DetectionCheckpointer(model).load(path)
-        models.append(model)
+    models = [build_with_weights(cfg, path) for path in weights]
     x_train, y_train = box_features(models, DatasetCatalog.get(train_dataset), cfg)
     x_test, y_test = box_features(models, DatasetCatalog.get(test_dataset), cfg)
     return [
