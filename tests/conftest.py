@@ -1,4 +1,6 @@
-"""Shared pytest setup: CPU only, few threads (CI has 2 cores), seeded."""
+"""Shared pytest setup: CPU only, few threads (CI has 2 cores), seeded; a loader for the
+repository's scripts (tools/*.py are scripts, not a package)."""
+import importlib.util
 import os
 
 import pytest
@@ -15,3 +17,20 @@ def _seed_and_threads():
     np.random.seed(0)
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("tools/benchmark.py")``: that file, relative to the repository root,
+    imported as a module (its ``if __name__ == "__main__"`` block does not run)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def load(relative: str):
+        path = os.path.join(root, relative)
+        name = os.path.splitext(os.path.basename(path))[0] + "_script"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -60,6 +60,16 @@ def test_pretrain_flags_and_name_clashes(cli):
     # a pretraining added to a preset is compared too
     more = cli("--preset", "demo", "--pretrain", f"mine={PRE}")
     assert more.inits == ["soco", "scratch", "mine"]
+    # presets run fine-tunes two at a time; flags override; launch flags need one at a time
+    assert (cli("--preset", "demo").jobs, cli("--preset", "demo").threads) == (2, 2)
+    alone = cli("--preset", "demo", "--jobs", "1", "--threads", "4")
+    assert (alone.jobs, alone.threads) == (1, 4)
+    plain = cli("--pretrain", f"a={PRE}", "--finetune-config", FT)
+    assert (plain.jobs, plain.threads) == (1, 2)
+    with pytest.raises(SystemExit, match="one at a time"):
+        cli("--preset", "demo", "--num-gpus", "2")
+    assert cli("--preset", "demo", "--num-gpus", "2", "--jobs", "1").launch_args[:2] == [
+        "--num-gpus", "2"]
 
 
 def test_data_launch_and_per_init_detector_flags(cli, tmp_path):

@@ -2,6 +2,8 @@
 import json
 import os
 import pickle
+import threading
+import time
 
 import pytest
 import torch
@@ -37,12 +39,25 @@ class FakeTraining:
     def __init__(self, fail_on=None):
         self.calls = []
         self.fail_on = fail_on
+        self.threads = {}  # run -> threads it was given
+        self.seconds = 0.0  # how long a fine-tune takes
+        self.active, self.most_active = 0, 0
+        self.lock = threading.Lock()
 
     def __call__(self, config, output_dir, opts, log_path, threads=2, launch_args=()):
-        self.calls.append((os.path.basename(output_dir), list(opts), list(launch_args)))
+        run = os.path.basename(output_dir)
+        self.calls.append((run, list(opts), list(launch_args)))
+        self.threads[run] = threads
         if self.fail_on and output_dir.endswith(self.fail_on):
             self.fail_on = None
             raise RuntimeError("simulated crash in fine-tuning")
+        if "_seed" in run:
+            with self.lock:
+                self.active += 1
+                self.most_active = max(self.most_active, self.active)
+            time.sleep(self.seconds)
+            with self.lock:
+                self.active -= 1
         os.makedirs(output_dir, exist_ok=True)
         if os.path.basename(os.path.dirname(output_dir)) == "pretrain":
             state = {k: torch.randn(s) for k, s in _SHAPES.items()}
@@ -125,6 +140,7 @@ def test_resume_after_failure_skips_finished_stages(tmp_path, fake):
     assert saved["soco"]["seed0"]["bbox"]["APs"] is None
     assert results["soco"]["seed1"]["segm"]["AP"] == 30.0
     md = (tmp_path / "out/results.md").read_text()
+    assert "Fine-tune configs: `configs/demo/mask_rcnn_R18_FPN_demo.yaml`\n" in md  # repo-relative
     assert "| soco | 2 | 30.50 +- 0.71 | 31.50 +- 0.71 |" in md  # every metric: mean, sample std
     pre_min = StageRunner(spec.output).seconds("pretrain/soco") / 60
     assert (
@@ -177,6 +193,57 @@ def test_clashes_fail_before_any_stage(tmp_path, fake, pretrains, inits, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         run_pipeline(spec)
     assert fake.calls == [] and not os.path.exists(spec.output)
+
+
+def test_jobs_run_fine_tunes_side_by_side_with_their_share_of_threads(
+    tmp_path, fake, monkeypatch
+):
+    fake.seconds = 0.3
+
+    def slow_evaluate(*args):
+        time.sleep(0.6)
+        return _fake_evaluate(*args)
+
+    monkeypatch.setattr(run_mod, "evaluate", slow_evaluate)
+    spec = _spec(tmp_path, inits=["soco", "scratch"], seeds=[0, 1], threads=4, jobs=2)
+    results = run_pipeline(spec)
+    assert fake.most_active == 2  # two fine-tunes ran at once
+    # a finished fine-tune's slot trains the next one while its evaluation runs
+    at = {(e["stage"], e["event"]): e["time"] for e in StageRunner(spec.output).history()}
+    assert at[("finetune/soco_seed1", "started")] < at[("evaluate/soco_seed0", "finished")]
+    assert fake.threads == {"soco": 4, "soco_seed0": 2, "scratch_seed0": 2, "soco_seed1": 2,
+                            "scratch_seed1": 2}  # the pretraining keeps every thread
+    # the same results and files as one at a time
+    fake.most_active, fake.seconds = 0, 0.0
+    monkeypatch.setattr(run_mod, "evaluate", _fake_evaluate)
+    one = _spec(tmp_path, output=str(tmp_path / "one"), inits=["soco", "scratch"], seeds=[0, 1])
+    assert run_pipeline(one) == results and fake.most_active == 1
+    assert (tmp_path / "out/results.md").read_text() == (tmp_path / "one/results.md").read_text()
+    runner = StageRunner(spec.output)
+    assert all(runner.done(f"evaluate/{i}_seed{s}") for i in ("soco", "scratch") for s in (0, 1))
+    with pytest.raises(ValueError, match="jobs"):
+        run_pipeline(_spec(tmp_path, output=str(tmp_path / "bad"), jobs=0))
+    with pytest.raises(ValueError, match="one at a time"):
+        run_pipeline(_spec(tmp_path, output=str(tmp_path / "bad"), jobs=2,
+                           launch_args=["--num-gpus", "2"]))
+
+
+def test_jobs_after_a_failure_finish_what_runs_and_start_nothing_new(tmp_path, fake):
+    fake.fail_on, fake.seconds = "soco_seed0", 0.5
+    spec = _spec(tmp_path, inits=["soco", "scratch"], seeds=[0, 1], jobs=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_pipeline(spec)
+    runner = StageRunner(spec.output)
+    # scratch_seed0 ran beside the failed one: finished and evaluated; seed 1 never started
+    assert runner.done("evaluate/scratch_seed0") and not runner.done("finetune/soco_seed0")
+    assert not any("seed1" in s for s in _started(runner))
+    n_events = len(runner.history())
+    fake.seconds = 0.0
+    run_pipeline(spec)
+    assert sorted(_started(runner, n_events)) == sorted(
+        f"{stage}/{run}" for run in ("soco_seed0", "soco_seed1", "scratch_seed1")
+        for stage in ("finetune", "evaluate")
+    )
 
 
 def test_parse_init():
@@ -281,6 +348,16 @@ def test_failed_command_reports_log_tail(tmp_path):
         )
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie waiting for its reaper is stopped too
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
 def test_a_terminated_pipeline_stops_its_command_and_the_commands_children(tmp_path):
     """SIGTERM to the pipeline while a stage's command runs: the command and what it started
     (a launcher's workers) are stopped, not left training on into the output directory."""
@@ -306,19 +383,43 @@ def test_a_terminated_pipeline_stops_its_command_and_the_commands_children(tmp_p
     pipeline.send_signal(signal.SIGTERM)
     assert pipeline.wait(timeout=30) == 128 + signal.SIGTERM
 
-    def alive(pid):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        # a zombie waiting for its reaper is stopped too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
+    deadline = time.time() + 15
+    while (_alive(shell) or _alive(worker)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(shell) and not _alive(worker)
+
+
+def test_a_terminated_pipeline_stops_every_job_it_runs(tmp_path):
+    """With jobs side by side, SIGTERM reaches the main thread only: every job's command (and
+    its children) is stopped all the same, and the pipeline exits promptly."""
+    import signal
+    import subprocess
+    import sys
+
+    cmds = [["bash", "-c", f"sleep 300 & echo $$ $! > {tmp_path / f'pids{i}'}; wait"]
+            for i in range(2)]
+    driver = (
+        "from soco_d2.pipeline import stages, run\n"
+        "stages.exit_on_sigterm()\n"
+        f"cmds = {cmds!r}\n"
+        f"units = [lambda c=c, i=i: stages.run_command(c, {str(tmp_path)!r} + f'/x{{i}}.log')"
+        " for i, c in enumerate(cmds)]\n"
+        "run.run_units(units, jobs=2)\n"
+    )
+    pipeline = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO_ROOT)
+    files = [tmp_path / f"pids{i}" for i in range(2)]
+    deadline = time.time() + 60
+    while not all(f.exists() and len(f.read_text().split()) == 2 for f in files):
+        assert time.time() < deadline and pipeline.poll() is None, "the commands never started"
+        time.sleep(0.1)
+    pids = [int(p) for f in files for p in f.read_text().split()]
+    pipeline.send_signal(signal.SIGTERM)
+    assert pipeline.wait(timeout=30) == 128 + signal.SIGTERM
 
     deadline = time.time() + 15
-    while (alive(shell) or alive(worker)) and time.time() < deadline:
+    while any(_alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
-    assert not alive(shell) and not alive(worker)
+    assert not any(_alive(p) for p in pids)
 
 
 def test_a_detectron2_weights_file_is_used_as_is_and_read_safely(tmp_path):

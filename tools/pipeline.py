@@ -5,7 +5,7 @@
         --finetune-config DETECTOR.yaml [--finetune-config INIT=OTHER_DETECTOR.yaml ...]
         [--inits NAME,NAME2,scratch,OTHER=CHECKPOINT] [--seeds 3] --output DIR
         [--unlabeled IMAGE_DIR] [--train NAME_OR_SPEC] [--test NAME_OR_SPEC]
-        [--num-gpus N --num-machines M --machine-rank R --dist-url URL]
+        [--num-gpus N --num-machines M --machine-rank R --dist-url URL] [--threads T --jobs N]
         [--pretrain-opts KEY VALUE ...] [--finetune-opts KEY VALUE ...]
     tools/pipeline.py --preset demo --output demo_output                  # `make demo`
     tools/pipeline.py --preset bench-transfer --output bench_out          # `make bench-transfer`
@@ -54,7 +54,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-machines", type=int, help="machines of every training")
     p.add_argument("--machine-rank", type=int, help="this machine's rank")
     p.add_argument("--dist-url", help="rendezvous URL of the training processes")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--threads", type=int, help="CPU threads of each training and evaluation "
+                   "(default: the preset's, else 2)")
+    p.add_argument("--jobs", type=int, help="fine-tunes run N at a time, with threads/N "
+                   "threads each (default: the preset's, else 1)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--pretrain-opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="overrides of every pretraining config")
@@ -104,6 +107,9 @@ def _fields(args: argparse.Namespace) -> dict:
     for key in ("unlabeled", "train", "test"):
         if getattr(args, key):
             fields[key] = getattr(args, key)
+    for key in ("threads", "jobs"):
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
     return fields
 
 
@@ -112,7 +118,6 @@ def build_spec(args: argparse.Namespace) -> PipelineSpec:
     try:
         spec = PipelineSpec(
             output=args.output,
-            threads=args.threads,
             plots=not args.no_plots,
             pretrain_opts=list(args.pretrain_opts),
             finetune_opts=list(args.finetune_opts),

@@ -4,7 +4,10 @@ Order: checks (names, configs, groups; nothing written) -> demo data -> the fine
 derived from the data flags -> selective search (only if a pretraining's mapper uses
 proposals) -> per pretraining: train, convert (checked against the detector it will fine-tune)
 -> per checkpoint init: convert -> per seed, then per init: fine-tune, evaluate -> results,
-plots.
+plots. With ``PipelineSpec.jobs`` N > 1 the fine-tunes run N at a time, in that order, each
+with ``threads // N`` threads, and each evaluation runs in this process as soon as its
+fine-tune ends, one at a time, while that slot trains the next (pretrainings stay one at a time
+with all ``threads``, so their wall times compare).
 
 Every stage is named per pretraining / init, so adding a pretraining or an init to a finished
 run only runs the new stages. A pretraining or fine-tune whose marker was written with another
@@ -14,15 +17,16 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from soco_d2.checkpoint import GROUPS
 
 from .data import finetune_data_opts, pretrain_data_opts
 from .spec import Init, PipelineSpec, is_scratch, resolve_inits
-from .stages import REPO_ROOT, StageRunner, evaluate, run_command, run_training
+from .stages import REPO_ROOT, StageRunner, evaluate, run_command, run_training, stop_commands
 
-__all__ = ["detector_state", "load_config", "run_pipeline", "uses_proposals"]
+__all__ = ["detector_state", "load_config", "run_pipeline", "run_units", "uses_proposals"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,25 +233,35 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
         )
         _check_transfer(spec, stage, info)
 
-    results: Dict[str, Dict[str, Dict]] = {i.name: {} for i in inits}
-    # seed-major: a run stopped part-way has every init at the seeds it finished, so rerunning
-    # with fewer --seeds gives a complete comparison from finished stages alone
-    for seed in spec.seeds:
-        for init in inits:
-            run = f"{init.name}_seed{seed}"
-            run_dir = os.path.join(out, "finetune", run)
-            opts = [*ft_opts[init.finetune_config], "SEED", str(seed)]
-            train_opts = [*opts, "MODEL.WEIGHTS", weights[init.name], "DATASETS.TEST", "()"]
+    job_threads = max(1, spec.threads // spec.jobs)
+
+    def finetune_unit(init: Init, seed: int) -> Callable[[], Callable[[], None]]:
+        """Fine-tune one init at one seed; returns its evaluation (see run_units)."""
+        run = f"{init.name}_seed{seed}"
+        run_dir = os.path.join(out, "finetune", run)
+        opts = [*ft_opts[init.finetune_config], "SEED", str(seed)]
+        train_opts = [*opts, "MODEL.WEIGHTS", weights[init.name], "DATASETS.TEST", "()"]
+
+        def unit() -> Callable[[], None]:
             _train_stage(
                 spec, stages, f"finetune/{run}", init.finetune_config, run_dir, train_opts,
-                f"{logs}/finetune_{run}.log",
+                f"{logs}/finetune_{run}.log", threads=job_threads,
             )
-            stages.run(
+            return lambda: stages.run(
                 f"evaluate/{run}",
-                lambda c=init.finetune_config, o=opts, d=run_dir: _evaluate_run(spec, c, o, d),
+                lambda: _evaluate_run(job_threads, init.finetune_config, opts, run_dir),
             )
-            with open(os.path.join(run_dir, "results.json")) as f:
-                results[init.name][f"seed{seed}"] = json.load(f)
+
+        return unit
+
+    # seed-major: a run stopped part-way has every init at the seeds it finished, so rerunning
+    # with fewer --seeds gives a complete comparison from finished stages alone
+    runs = [(init, seed) for seed in spec.seeds for init in inits]
+    run_units([finetune_unit(init, seed) for init, seed in runs], spec.jobs)
+    results: Dict[str, Dict[str, Dict]] = {i.name: {} for i in inits}
+    for init, seed in runs:
+        with open(os.path.join(out, "finetune", f"{init.name}_seed{seed}", "results.json")) as f:
+            results[init.name][f"seed{seed}"] = json.load(f)
 
     _write_results(spec, out, stages, inits, results)
     if spec.plots:
@@ -256,18 +270,71 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
     return results
 
 
+def run_units(units: Sequence[Callable[[], Optional[Callable[[], None]]]], jobs: int) -> None:
+    """Run ``units`` in order, ``jobs`` at a time, each in a thread that waits on its command.
+
+    What a unit returns, if callable, runs after it in a lane of its own, one at a
+    time: a fine-tune returns its evaluation, which runs in this process while the fine-tune's
+    slot already trains the next unit. With ``jobs`` 1 everything runs in order in this thread.
+
+    After a unit or a follow-up fails no new unit starts; the running ones and their
+    follow-ups finish (their work is kept), then the first error is raised. An interruption of
+    this thread (Ctrl-C, SIGTERM after ``exit_on_sigterm``) stops every running command first.
+    """
+    if jobs <= 1:
+        for unit in units:
+            then = unit()
+            if callable(then):
+                then()
+        return
+    pending = list(units)
+    active, lane_active = set(), set()
+    errors: List[BaseException] = []
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pipeline-job") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-lane") as lane:
+        try:
+            while True:
+                while pending and len(active) < jobs and not errors:
+                    active.add(pool.submit(pending.pop(0)))
+                if not (active or lane_active):
+                    break
+                finished, _ = wait(active | lane_active, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    was_unit = future in active
+                    active.discard(future)
+                    lane_active.discard(future)
+                    if future.exception() is not None:
+                        errors.append(future.exception())
+                    elif was_unit and callable(future.result()):
+                        lane_active.add(lane.submit(future.result()))
+        except BaseException:
+            stop_commands()  # the waiting threads' commands fail, and the threads end
+            for executor in (pool, lane):  # nothing queued starts; leaving waits for the rest
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise
+    if errors:
+        raise errors[0]
+
+
 def _train_stage(
     spec: PipelineSpec, stages: StageRunner, stage: str, config: str, output_dir: str,
-    opts: List[str], log_path: str,
+    opts: List[str], log_path: str, threads: Optional[int] = None,
 ) -> Dict:
     identity = _identity(config, opts, stages.output)
     _check_identity(stages, stage, identity)
+    threads = spec.threads if threads is None else threads
 
     def train() -> Dict:
-        run_training(config, output_dir, opts, log_path, spec.threads, launch_args=spec.launch_args)
+        run_training(config, output_dir, opts, log_path, threads, launch_args=spec.launch_args)
         return identity
 
     return stages.run(stage, train)
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it is inside it (as a reader would type it)."""
+    full = os.path.abspath(path)
+    return os.path.relpath(full, REPO_ROOT) if full.startswith(REPO_ROOT + os.sep) else path
 
 
 def _write_results(
@@ -285,7 +352,9 @@ def _write_results(
     table = results_table(
         results, baselines=baselines, pretrain_seconds=seconds, detectors=detectors
     )
-    configs = ", ".join(f"`{c}`" for c in dict.fromkeys(i.finetune_config for i in inits))
+    configs = ", ".join(
+        f"`{_shown(c)}`" for c in dict.fromkeys(i.finetune_config for i in inits)
+    )
     with atomic_write(os.path.join(out, "results.md"), "w") as f:
         f.write(f"# Transfer results\n\nFine-tune configs: {configs}\n\n{table}")
     print(format_console(results, baselines=baselines), flush=True)
@@ -325,12 +394,12 @@ def _selective_search(spec: PipelineSpec, proposals: Tuple[str, str], logs: str)
     return {"cache": cache, "reused": False, "summary": summary}
 
 
-def _evaluate_run(spec: PipelineSpec, config: str, opts: Sequence[str], run_dir: str) -> Dict:
+def _evaluate_run(threads: int, config: str, opts: Sequence[str], run_dir: str) -> Dict:
     import torch
 
     from soco_d2.utils.io import write_json_atomic
 
-    torch.set_num_threads(spec.threads)
+    torch.set_num_threads(threads)
     weights = os.path.join(run_dir, "model_final.pth")
     results = evaluate(config, opts, weights, run_dir)
     write_json_atomic(results, os.path.join(run_dir, "results.json"))

@@ -57,7 +57,13 @@ class PipelineSpec:
             checkpoint does not have is left at its initialisation, not an error).
         launch_args: detectron2 launch flags passed to every training (``--num-gpus N
             --num-machines M --machine-rank R --dist-url URL``).
-        threads: torch threads of the training subprocesses and in-process evaluation.
+        threads: CPU threads the pipeline uses: each training subprocess and the in-process
+            evaluation get them all, except the fine-tunes when ``jobs`` > 1.
+        jobs: fine-tunes (each followed by its evaluation) run this many at a time, with
+            ``threads // jobs`` threads each. On a small CPU machine two single-thread
+            fine-tunes finish sooner than two one after another with two threads each
+            (docs/benchmarks.md). Above 1 it excludes ``launch_args`` (each training would
+            take every device).
         plots: draw PNG plots at the end.
     """
 
@@ -78,6 +84,7 @@ class PipelineSpec:
     transfer: List[str] = field(default_factory=lambda: list(GROUPS))
     launch_args: List[str] = field(default_factory=list)
     threads: int = 2
+    jobs: int = 1
     plots: bool = True
 
 
@@ -151,6 +158,14 @@ def resolve_inits(spec: PipelineSpec) -> List[Init]:
     _pairs(spec.finetune_opts, "finetune opts")
     if not spec.seeds:
         raise ValueError("seeds: at least one fine-tune seed is needed")
+    if spec.threads < 1 or spec.jobs < 1:
+        raise ValueError(f"threads ({spec.threads}) and jobs ({spec.jobs}) must be at least 1")
+    if spec.jobs > 1 and spec.launch_args:
+        raise ValueError(
+            f"jobs {spec.jobs}: trainings side by side share this machine's CPU cores; with "
+            f"launch flags ({' '.join(spec.launch_args)}) each training takes every device, so "
+            "run them one at a time (--jobs 1)"
+        )
     for name, config in spec.pretrains.items():
         _check_name(name, "--pretrain")
         if is_scratch(name):

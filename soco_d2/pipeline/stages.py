@@ -11,8 +11,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from soco_d2.utils.io import write_json_atomic
 
@@ -23,6 +24,7 @@ __all__ = [
     "exit_on_sigterm",
     "run_command",
     "run_training",
+    "stop_commands",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,8 +58,10 @@ class StageRunner:
         with open(self.marker(name)) as f:
             return json.load(f)
 
+    _log_lock = threading.Lock()  # stages may run in several threads (PipelineSpec.jobs)
+
     def _log(self, name: str, event: str, **extra) -> None:
-        with open(self.log_path, "a") as f:
+        with self._log_lock, open(self.log_path, "a") as f:
             row = {"stage": name, "event": event, "time": time.time(), **extra}
             f.write(json.dumps(row) + "\n")
 
@@ -138,12 +142,28 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
             continue
 
 
+# commands running now (from any thread), for stop_commands
+_LIVE: Set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_commands() -> None:
+    """Stop every command :func:`run_command` is running, in any thread (their process groups:
+    SIGTERM, then SIGKILL). For the thread that receives an interruption while other threads
+    wait on commands; their :func:`run_command` calls then fail."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        _stop_group(proc)
+
+
 def run_command(cmd: Sequence[str], log_path: str, threads: int = 2) -> str:
     """Run ``cmd`` with stdout and stderr streamed into ``log_path``; return what it printed.
 
     The command runs in a session of its own; if this process is interrupted while waiting
     (Ctrl-C, or SIGTERM after :func:`exit_on_sigterm`), the command's whole process group is
-    stopped before the exception goes on. Its finished checkpoints stay on disk.
+    stopped before the exception goes on (:func:`stop_commands` does the same from another
+    thread). Its finished checkpoints stay on disk.
 
     Raises:
         RuntimeError: with the log's last lines when the command fails.
@@ -157,11 +177,16 @@ def run_command(cmd: Sequence[str], log_path: str, threads: int = 2) -> str:
             list(cmd), stdout=log, stderr=subprocess.STDOUT, env=_subprocess_env(threads),
             start_new_session=True,
         )
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
             returncode = proc.wait()
         except BaseException:
             _stop_group(proc)
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     with open(log_path) as f:
         f.seek(start)
         output = f.read()

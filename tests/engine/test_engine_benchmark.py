@@ -1,21 +1,12 @@
 """tools/benchmark.py runs on the tiny config and reports its JSON fields (no timing asserts)."""
-import importlib.util
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_tool():
-    path = ROOT / "tools" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("soco_benchmark_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_reports_phases_floor_and_memory(capsys):
-    tool = _load_tool()
+def test_benchmark_reports_phases_floor_and_memory(capsys, load_script):
+    tool = load_script("tools/benchmark.py")
     res = tool.main([
         "--config-file", str(ROOT / "configs/pretrain/soco_R18_FPN_tiny.yaml"),
         "--iters", "1", "--warmup", "0", "--batch", "2", "--threads", "1", "--device", "cpu",

@@ -1,5 +1,4 @@
 """tools/sim_spectrum.py: a SIM checkpoint's token spectra from the config's training images."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,11 +16,8 @@ TINY = str(ROOT / "configs/pretrain/sim_vit_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("sim_spectrum", ROOT / "tools/sim_spectrum.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_script):
+    return load_script("tools/sim_spectrum.py")
 
 
 def test_spectra_of_random_init_and_of_a_collapsed_checkpoint(tool, tmp_path, capsys):
