@@ -24,6 +24,7 @@ from typing import Optional
 
 from soco_d2.pipeline.run import run_units
 from soco_d2.pipeline.stages import run_training
+from soco_d2.utils.plots import load_metrics
 
 
 def parse_args(argv=None):
@@ -41,12 +42,7 @@ def parse_args(argv=None):
 def _median_iter_seconds(run_dir: str) -> Optional[float]:
     """Median ``time`` over the run's logged iterations (detectron2's timer leaves out the
     first ones); None if none was logged."""
-    times = []
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        for line in f:
-            row = json.loads(line)
-            if "time" in row:
-                times.append(row["time"])
+    times = [r["time"] for r in load_metrics(os.path.join(run_dir, "metrics.json")) if "time" in r]
     return statistics.median(times) if times else None
 
 
