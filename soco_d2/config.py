@@ -164,6 +164,10 @@ def _add_solver_config(cfg: CN) -> None:
     _C.SOLVER.WARMUP_EPOCHS = 0
     # If > 0 (and EPOCHS > 0), CHECKPOINT_PERIOD is set from this many epochs.
     _C.SOLVER.CHECKPOINT_EPOCHS = 0
+    # If > 0, the periodic checkpointer keeps only this many of the newest model_XXXXXXX.pth
+    # files it wrote in this run, deleting older ones as it writes (model_final.pth is always
+    # kept); 0 keeps all, as detectron2 does. Resuming reads the newest, so 1 is enough.
+    _C.SOLVER.CHECKPOINT_MAX_TO_KEEP = 0
     # Mixed-precision dtype when SOLVER.AMP.ENABLED: "float16" or "bfloat16".
     _C.SOLVER.AMP.DTYPE = "float16"
     # DDP find_unused_parameters: True when some parameters may get no gradient in a step

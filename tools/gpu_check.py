@@ -140,9 +140,14 @@ def benchmark(dry_run: bool, batch: int, amp: str, timeout: float) -> Dict:
 
 
 def finetune(dry_run: bool, timeout: float) -> Dict:
+    """The demo fine-tune on a generated dataset, in a temporary folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="gpu_check_ft_") as tmp:
+        return _finetune_in(tmp, dry_run, timeout)
+
+
+def _finetune_in(tmp: str, dry_run: bool, timeout: float) -> Dict:
     from soco_d2.data.demo import generate_demo_dataset
 
-    tmp = tempfile.mkdtemp(prefix="gpu_check_ft_")
     root = os.path.join(tmp, "demo")
     size = 96 if dry_run else 160
     n_train, n_val = (4, 4) if dry_run else (120, 120)

@@ -20,6 +20,20 @@ fi
 VPY="$VENV/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The pinned torch 2.14.1 is a CUDA build: a fresh venv takes about 6 GiB (measured 5.95 GiB).
+# Say so before pip does, instead of pip's "No space left on device" half-way through.
+if ! "$VPY" -c "import torch" 2>/dev/null; then
+  "$VPY" - "$VENV" <<'PY'
+import shutil, sys
+need, free = 6.5, shutil.disk_usage(sys.argv[1]).free / 2**30
+if free < need:
+    sys.exit(f"[setup_env] {free:.1f} GiB free where {sys.argv[1]} lies; installing the pinned "
+             f"requirements (CUDA build of torch) needs about {need} GiB. Free some space "
+             "(old clones' .venv folders, pytest's temporary folders) and rerun.")
+print(f"[setup_env] {free:.1f} GiB free for the install (about {need} GiB needed)")
+PY
+fi
+
 echo "[setup_env] installing pinned requirements"
 "$VPY" -m pip install -q -r requirements.txt
 

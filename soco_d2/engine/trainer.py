@@ -185,8 +185,16 @@ class Trainer(DefaultTrainer):
     def build_hooks(self) -> List[hooks.HookBase]:
         """DefaultTrainer's hooks, plus per-iteration seeding first, and for pretraining the EMA
         target update before the periodic checkpointer (so checkpoints hold the updated target)
-        and the weight-drift measurement before the writers."""
+        and the weight-drift measurement before the writers. SOLVER.CHECKPOINT_MAX_TO_KEEP > 0
+        bounds how many periodic checkpoints this run leaves (older ones it wrote are deleted)."""
         ret = [h for h in super().build_hooks() if h is not None]
+        keep = self.cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP
+        if keep < 0:
+            raise ValueError(
+                f"SOLVER.CHECKPOINT_MAX_TO_KEEP must be >= 0 (0 keeps all), got {keep}")
+        for h in ret:
+            if keep and isinstance(h, hooks.PeriodicCheckpointer):
+                h.max_to_keep = keep  # fvcore's PeriodicCheckpointer deletes the older files
         if self.cfg.SEED >= 0:
             ret.insert(0, IterationSeedHook(self.cfg.SEED))
         if hasattr(unwrap_model(self.model), "update_target"):

@@ -172,6 +172,20 @@ def test_resume_2_plus_2_equals_4(tmp_path):
     assert resumed.model.momenta == full.model.momenta[2:]
 
 
+@pytest.mark.parametrize("keep,left", [(0, [1, 3, 5, 7]), (1, [7]), (2, [5, 7])])
+def test_checkpoint_max_to_keep_bounds_periodic_files(tmp_path, keep, left):
+    _run(_cfg(tmp_path, max_iter=8, CHECKPOINT_MAX_TO_KEEP=keep))
+    files = sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth"))
+    assert files == [f"model_{i:07d}.pth" for i in left] + ["model_final.pth"]
+    with open(tmp_path / "last_checkpoint") as f:
+        assert f.read().strip() == "model_final.pth"
+
+
+def test_checkpoint_max_to_keep_negative_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="CHECKPOINT_MAX_TO_KEEP must be >= 0"):
+        ToyTrainer(_cfg(tmp_path, CHECKPOINT_MAX_TO_KEEP=-1))
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("TOY_NAN_AT", "3")
     trainer = ToyTrainer(_cfg(tmp_path, max_iter=6))

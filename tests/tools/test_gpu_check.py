@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(400)
 def test_dry_run_reports_every_step(tmp_path):
     out_file = tmp_path / "gpu_check.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(scratch))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--dry-run", "--out", str(out_file)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -41,3 +43,5 @@ def test_dry_run_reports_every_step(tmp_path):
     assert ft["rc"] == 0 and ft["iters"] == 1, ft
     for k in ("bbox/AP", "segm/AP"):
         assert 0.0 <= ft[k] <= 100.0
+    # The fine-tune's generated data and checkpoints do not outlive the check.
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("gpu_check_ft_")]
