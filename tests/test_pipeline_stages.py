@@ -422,6 +422,93 @@ def test_a_terminated_pipeline_stops_every_job_it_runs(tmp_path):
     assert not any(_alive(p) for p in pids)
 
 
+def _start_recorded_command(tmp_path, logs):
+    """A pipeline process running one command (a shell and the worker it started) through
+    run_command, its log in ``logs``; returns the pipeline, the shell's and the worker's pids."""
+    import subprocess
+    import sys
+
+    pids = tmp_path / "pids"
+    cmd = ["bash", "-c", f"sleep 300 & echo $$ $! > {pids}; wait"]
+    driver = (
+        "from soco_d2.pipeline import stages\n"
+        f"stages.run_command({cmd!r}, {str(logs / 'x.log')!r})\n"
+    )
+    pipeline = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO_ROOT)
+    record = logs / "x.log.running"
+    deadline = time.time() + 60
+    while not (record.exists() and pids.exists() and len(pids.read_text().split()) == 2):
+        assert time.time() < deadline and pipeline.poll() is None, "the command never started"
+        time.sleep(0.1)
+    shell, worker = (int(p) for p in pids.read_text().split())
+    return pipeline, shell, worker
+
+
+def test_a_rerun_stops_what_a_sigkilled_pipeline_left_training(tmp_path, fake, capsys):
+    """SIGKILL cannot be forwarded: the command and its worker train on, orphaned. The next
+    pipeline in that output directory stops them (from the record run_command left) before it
+    runs any stage, so the two do not write the same checkpoints."""
+    logs = tmp_path / "out" / "logs"
+    pipeline, shell, worker = _start_recorded_command(tmp_path, logs)
+    pipeline.kill()
+    pipeline.wait(timeout=30)
+    time.sleep(0.5)
+    assert _alive(shell) and _alive(worker)  # what the record is for
+    run_pipeline(_spec(tmp_path, inits=["scratch"]))
+    assert not _alive(shell) and not _alive(worker)
+    out = capsys.readouterr().out
+    assert "[pipeline] stopped bash -c sleep 300" in out and f"(process group {shell})" in out
+    assert not (logs / "x.log.running").exists()
+    assert stages_mod.stop_orphans(str(logs)) == []  # nothing left to stop
+
+
+def test_a_record_of_a_running_pipeline_is_an_error_not_a_kill(tmp_path):
+    import signal
+
+    logs = tmp_path / "logs"
+    pipeline, shell, worker = _start_recorded_command(tmp_path, logs)
+    try:
+        with pytest.raises(RuntimeError, match=f"another pipeline \\(pid {pipeline.pid}\\)"):
+            stages_mod.stop_orphans(str(logs))
+        assert _alive(shell) and _alive(worker)
+    finally:
+        pipeline.send_signal(signal.SIGINT)  # run_command stops its group on KeyboardInterrupt
+        pipeline.wait(timeout=30)
+    deadline = time.time() + 15
+    while (_alive(shell) or _alive(worker)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(shell) and not _alive(worker)
+    assert not (logs / "x.log.running").exists()
+
+
+def test_stale_records_stop_nothing(tmp_path):
+    """A record whose pid now names another process (different start time), or whose command
+    has ended, is removed without a signal sent; a finished command leaves no record."""
+    import subprocess
+    import sys
+
+    logs = tmp_path / "logs"
+    stages_mod.run_command([sys.executable, "-c", "print(1)"], str(logs / "done.log"))
+    assert not (logs / "done.log.running").exists()
+
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        ticks = stages_mod._start_ticks(other.pid)
+        dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead_owner.wait()
+        for name, pid, t in (("reused", other.pid, ticks + 1), ("ended", dead_owner.pid, 1)):
+            (logs / f"{name}.log.running").write_text(json.dumps(
+                {"pid": pid, "ticks": t, "owner": dead_owner.pid, "owner_ticks": 1,
+                 "cmd": ["x"]}))
+        (logs / "broken.log.running").write_text("{")
+        assert stages_mod.stop_orphans(str(logs)) == []
+        assert _alive(other.pid)
+        assert not [p.name for p in logs.iterdir() if p.name.endswith(".running")]
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_a_detectron2_weights_file_is_used_as_is_and_read_safely(tmp_path):
     import pickle
 

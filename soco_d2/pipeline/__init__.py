@@ -6,6 +6,7 @@ Output layout (``DIR`` = ``PipelineSpec.output``)::
     DIR/pipeline.jsonl                       one line per stage started, finished, failed, skipped
     DIR/.done/<stage>.json                   done-markers, written atomically after a stage
     DIR/logs/<stage>.log                     stdout+stderr of subprocess stages
+    DIR/logs/<stage>.log.running             pid of the command running now (stop_orphans)
     DIR/proposals/unlabeled.bin              proposals of ``--unlabeled`` (methods that use them)
     DIR/pretrain/<NAME>/                     OUTPUT_DIR of pretraining NAME (model_final.pth)
     DIR/pretrain/<NAME>/model_converted.pkl  its detector weights (soco_d2.checkpoint)

@@ -24,7 +24,15 @@ from soco_d2.checkpoint import GROUPS
 
 from .data import finetune_data_opts, pretrain_data_opts
 from .spec import Init, PipelineSpec, is_scratch, resolve_inits
-from .stages import REPO_ROOT, StageRunner, evaluate, run_command, run_training, stop_commands
+from .stages import (
+    REPO_ROOT,
+    StageRunner,
+    evaluate,
+    run_command,
+    run_training,
+    stop_commands,
+    stop_orphans,
+)
 
 __all__ = ["detector_state", "load_config", "run_pipeline", "run_units", "uses_proposals"]
 
@@ -180,6 +188,8 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
 
     stages = StageRunner(out)
     logs = os.path.join(out, "logs")
+    for what in stop_orphans(logs):
+        print(f"[pipeline] stopped {what}: a killed run left it training", flush=True)
     if spec.demo_data is not None:
         stages.run("data", lambda: _generate_demo(spec.demo_data))
     ft_opts = {
