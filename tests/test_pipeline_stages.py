@@ -462,6 +462,45 @@ def test_a_rerun_stops_what_a_sigkilled_pipeline_left_training(tmp_path, fake, c
     assert stages_mod.stop_orphans(str(logs)) == []  # nothing left to stop
 
 
+def test_a_command_that_watches_its_parent_ends_with_a_sigkilled_pipeline(tmp_path):
+    """tools/train_net.py and tools/selective_search.py call stop_with_parent: when the
+    pipeline is SIGKILLed they stop their process group themselves, workers included, without
+    waiting for a rerun; the workers do not inherit the watch."""
+    import subprocess
+    import sys
+
+    pids, env_seen = tmp_path / "pids", tmp_path / "env_seen"
+    worker = ("import os, time; "
+              f"open({str(env_seen)!r}, 'w').write(os.environ.get('SOCO_D2_STOP_WITH_PARENT', '-')); "
+              "time.sleep(300)")
+    command = (
+        "import os, subprocess, sys, time\n"
+        "from soco_d2.utils.parent import stop_with_parent\n"
+        "assert stop_with_parent(poll_s=0.1) is not None\n"
+        f"w = subprocess.Popen([sys.executable, '-c', {worker!r}])\n"
+        f"open({str(pids)!r} + '.tmp', 'w').write(f'{{os.getpid()}} {{w.pid}}')\n"
+        f"os.replace({str(pids)!r} + '.tmp', {str(pids)!r})\n"
+        "time.sleep(300)\n"
+    )
+    driver = (
+        "import sys\nfrom soco_d2.pipeline import stages\n"
+        f"stages.run_command([sys.executable, '-c', {command!r}], {str(tmp_path / 'x.log')!r})\n"
+    )
+    pipeline = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO_ROOT)
+    deadline = time.time() + 60
+    while not (pids.exists() and env_seen.exists()):
+        assert time.time() < deadline and pipeline.poll() is None, (tmp_path / "x.log").read_text()
+        time.sleep(0.1)
+    command_pid, worker_pid = (int(p) for p in pids.read_text().split())
+    assert env_seen.read_text() == "-"
+    pipeline.kill()
+    pipeline.wait(timeout=30)
+    deadline = time.time() + 15
+    while (_alive(command_pid) or _alive(worker_pid)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(command_pid) and not _alive(worker_pid)
+
+
 def test_a_record_of_a_running_pipeline_is_an_error_not_a_kill(tmp_path):
     import signal
 

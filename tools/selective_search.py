@@ -23,6 +23,7 @@ from soco_d2.data.proposals import (
     run_selective_search,
 )
 from soco_d2.data.proposals.runner import parse_shard
+from soco_d2.utils.parent import stop_with_parent
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
+    stop_with_parent()  # started by the pipeline: end with it, even if it is SIGKILLed
     if args.merge:
         summary = merge_runs(args.output, args.merge)
     else:

@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 import soco_d2  # noqa: F401  (registers meta-architectures and datasets)
 from soco_d2.engine import Trainer, setup_cfg
 from soco_d2.engine.launch import add_launch_arguments, launch, resolve_timeout
+from soco_d2.utils.parent import stop_with_parent
 
 
 def main(args):
@@ -43,6 +44,7 @@ def main(args):
 def cli(argv: Optional[Sequence[str]] = None) -> None:
     """Parse ``argv`` (default ``sys.argv[1:]``) and launch :func:`main` in every process."""
     args = add_launch_arguments(default_argument_parser()).parse_args(argv)
+    stop_with_parent()  # started by the pipeline: end with it, even if it is SIGKILLed
     # This process only launches: its log is the launcher's (workers set up their own).
     setup_logger(name="soco_d2.engine.launch", abbrev_name="launch")
     logging.getLogger("soco_d2.engine.launch").info("Command line arguments: %s", args)

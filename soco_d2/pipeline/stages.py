@@ -16,6 +16,7 @@ import time
 from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Set
 
+from soco_d2.utils import parent
 from soco_d2.utils.io import write_json_atomic
 
 __all__ = [
@@ -119,6 +120,7 @@ def _subprocess_env(threads: int) -> Dict[str, str]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
+    env[parent.ENV] = str(os.getpid())  # commands that call parent.stop_with_parent watch it
     return env
 
 
