@@ -3,7 +3,10 @@
 A stage is a named function run at most once per output directory: its done-marker
 (``DIR/.done/<stage>.json``, written atomically after the function returned) makes every later
 call skip it. Training runs as a subprocess of ``tools/train_net.py --resume``, so a stage
-killed half-way continues from its last checkpoint when it is run again.
+killed half-way continues from its last checkpoint when it is run again. A command stops with
+the pipeline however the pipeline ends: on Ctrl-C or SIGTERM the pipeline stops its process
+group; after a SIGKILL the command notices on its own (``soco_d2.utils.parent``), and the next
+run stops anything still recorded as running (:func:`stop_orphans`).
 """
 import json
 import logging
