@@ -192,9 +192,10 @@ class Trainer(DefaultTrainer):
         if keep < 0:
             raise ValueError(
                 f"SOLVER.CHECKPOINT_MAX_TO_KEEP must be >= 0 (0 keeps all), got {keep}")
-        for h in ret:
-            if keep and isinstance(h, hooks.PeriodicCheckpointer):
-                h.max_to_keep = keep  # fvcore's PeriodicCheckpointer deletes the older files
+        if keep:
+            for h in ret:
+                if isinstance(h, hooks.PeriodicCheckpointer):
+                    h.max_to_keep = keep  # fvcore's PeriodicCheckpointer deletes older files
         if self.cfg.SEED >= 0:
             ret.insert(0, IterationSeedHook(self.cfg.SEED))
         if hasattr(unwrap_model(self.model), "update_target"):

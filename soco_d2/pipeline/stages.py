@@ -162,15 +162,22 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     _signal_group(proc.pid, ended, grace)
 
 
-def _start_ticks(pid: int) -> Optional[int]:
-    """When process ``pid`` started (clock ticks since boot, from /proc), or None if it is gone
-    or there is no /proc. Together with the pid it names one process, whatever reuses the pid."""
+def _proc_stat(pid: int) -> Optional[List[str]]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None if the
+    process is gone or there is no /proc."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    if fields[0] == "Z":  # a zombie has finished; only its parent's wait is missing
+
+
+def _start_ticks(pid: int) -> Optional[int]:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None if it is gone,
+    a zombie (finished; only its parent's wait is missing) or there is no /proc. Together with
+    the pid it names one process, whatever reuses the pid."""
+    fields = _proc_stat(pid)
+    if fields is None or fields[0] == "Z":
         return None
     return int(fields[19])
 
@@ -186,7 +193,7 @@ def _same_process_alive(pid: int, ticks: Optional[int]) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -202,14 +209,8 @@ def _group_alive(pgid: int) -> bool:
     if not os.path.isdir("/proc"):
         return True
     for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        fields = _proc_stat(int(p)) if p.isdigit() else None
+        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
 
@@ -217,9 +218,11 @@ def _group_alive(pgid: int) -> bool:
 def _wait_group(pgid: int, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for process group ``pgid`` to end; True if it has."""
     deadline = time.monotonic() + timeout
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
-    return not _group_alive(pgid)
+    return True
 
 
 def _record_path(log_path: str) -> str:
