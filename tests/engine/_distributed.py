@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from soco_d2.engine.launch import _hard_exit
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
@@ -31,7 +33,10 @@ def _entry(rank, fn, world_size, port, out_dir, args):
     )
     result = fn(rank, *args)
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    # No destroy_process_group(): with gloo it can wait for a peer that has already exited.
+    # End as the launcher's workers do: no destroy_process_group() (with gloo it can wait for a
+    # peer that has already exited) and no interpreter teardown, during which gloo's threads
+    # can abort the process ("terminate called without an active exception", SIGABRT).
+    _hard_exit(0)
 
 
 def run_distributed(fn, world_size: int = 2, args=(), timeout: float = 120.0):
