@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.soco_d2-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: env test demo bench bench-proposals bench-transfer bench-methods bench-data-real clean-env
+.PHONY: env test test-portable demo bench bench-proposals bench-transfer bench-methods bench-data-real clean-env
 
 $(STAMP): requirements.txt setup.py tools/setup_env.sh
 	bash tools/setup_env.sh $(VENV)
@@ -15,6 +15,10 @@ env: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
+
+# the tests that compare with stored numbers, under each CPU kernel choice (dev/test_portable.sh)
+test-portable: $(STAMP)
+	bash dev/test_portable.sh $(PYTHON)
 
 demo: $(STAMP)
 	$(PYTHON) tools/pipeline.py --preset demo --output $(DEMO_OUT)

@@ -23,6 +23,8 @@ from fvcore.nn.distributed import differentiable_all_reduce
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..modeling.precision import at_least_float32
+
 __all__ = [
     "CPUSyncBatchNorm",
     "convert_sync_batchnorm_for_cpu",
@@ -48,7 +50,8 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
     CPU models that contain one. It is a ``BatchNorm2d`` (accepting 2-D and 3-D inputs too), as
     detectron2's ``NaiveSyncBatchNorm``, so code that looks for batch norms by type (detectron2's
     PreciseBN hook, ``soco_d2.solver.NORM_MODULE_TYPES``) finds it. The statistics come from one all-reduce (an all-gather and a
-    sum, identical on every rank) of ``[sum, sum of squares, count]`` in float32.
+    sum, identical on every rank) of ``[sum, sum of squares, count]`` in float32 (float64 for
+    float64 inputs).
     """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
@@ -63,7 +66,7 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         self._check_input_dim(input)
         channels = input.shape[1]
         dims = [0] + list(range(2, input.dim()))
-        x = input.float()
+        x = at_least_float32(input)
         count = x.new_full((1,), input.numel() / max(channels, 1))
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
         stats = differentiable_all_reduce(stats)

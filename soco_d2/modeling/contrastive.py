@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .precision import at_least_float32
+
 __all__ = ["concat_all_gather", "info_nce_logits", "info_nce_loss", "world_size"]
 
 
@@ -81,7 +83,9 @@ def info_nce_loss(
     """
     _check_info_nce(q, k, queue_keys, temperature)
     with torch.autocast(q.device.type, enabled=False):
-        return _QueueInfoNCE.apply(q.float(), k.float(), queue_keys.float(), float(temperature))
+        return _QueueInfoNCE.apply(
+            at_least_float32(q), at_least_float32(k), at_least_float32(queue_keys), float(temperature)
+        )
 
 
 def _check_info_nce(q, k, queue_keys, temperature) -> None:

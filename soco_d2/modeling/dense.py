@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .contrastive import info_nce_loss
+from .precision import at_least_float32
 
 __all__ = [
     "DenseHead",
@@ -93,8 +94,8 @@ def dense_correspondence(q_feats: torch.Tensor, k_feats: torch.Tensor) -> torch.
             f" and {tuple(k_feats.shape)}"
         )
     # float32: half-precision cosine similarities tie too often for a stable argmax
-    q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.float(), dim=1)
+    q = F.normalize(at_least_float32(q), dim=1)
+    k = F.normalize(at_least_float32(k), dim=1)
     sim = torch.bmm(q.transpose(1, 2), k)  # (B, S*S query cells, S'*S' key cells)
     return sim.argmax(dim=2)
 

@@ -8,6 +8,8 @@ constant); the constant 2 keeps the minimum at 0 and changes no gradient.
 import torch
 import torch.nn.functional as F
 
+from .precision import at_least_float32
+
 __all__ = ["byol_loss", "symmetric_byol_loss", "masked_level_byol_loss"]
 
 
@@ -24,7 +26,7 @@ def byol_loss(pred: torch.Tensor, target: torch.Tensor, num_images: int = 1) -> 
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
-    cos = (F.normalize(pred.float(), dim=1) * F.normalize(target.float(), dim=1)).sum(dim=1)
+    cos = (F.normalize(at_least_float32(pred), dim=1) * F.normalize(at_least_float32(target), dim=1)).sum(dim=1)
     # With equal K per image the mean of per-image means is the mean over all boxes.
     return 2.0 - 2.0 * cos.view(num_images, -1).mean(dim=1).mean()
 
@@ -73,8 +75,8 @@ def masked_level_byol_loss(
         official code adds to each image's match count.
     """
     num_levels, n, k, _ = pred.shape
-    q = F.normalize(pred.float(), dim=-1).permute(1, 0, 2, 3).reshape(n, num_levels * k, -1)
-    t = F.normalize(target.float(), dim=-1).permute(1, 0, 2, 3).reshape(n, num_levels * k, -1)
+    q = F.normalize(at_least_float32(pred), dim=-1).permute(1, 0, 2, 3).reshape(n, num_levels * k, -1)
+    t = F.normalize(at_least_float32(target), dim=-1).permute(1, 0, 2, 3).reshape(n, num_levels * k, -1)
     sim = torch.bmm(q, t.transpose(1, 2))  # (N, L*K, L*K)
 
     level_ids = torch.arange(num_levels, device=pred.device).view(1, num_levels, 1)

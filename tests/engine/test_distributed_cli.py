@@ -98,14 +98,15 @@ def test_killed_rank_ends_job_naming_it_then_resume_continues(soco_data, tmp_pat
     out = tmp_path / "out"
     driver, stamp = _die_driver(tmp_path, die_at=2)
     opts = _soco_opts(soco_data, out, 4)
-    common = ["--num-gpus", 2, "--dist-url", "auto", "--dist-timeout", 60, "--config-file", TINY]
+    common = ["--num-gpus", 2, "--dist-url", "auto", "--dist-timeout", 600, "--config-file", TINY]
     rc, log, _ = run_cli([*common, *opts], timeout=180, script=driver)
     ended = time.time() - float(stamp.read_text())
     print(f"single machine: job ended {ended:.1f} s after rank 1 died")
     assert rc != 0
     assert "Rank 1 (machine 0, local process 1) failed: exit code 3" in log, log[-3000:]
-    # Ended by the launcher's watchdog, not by the 60 s collective timeout.
-    assert ended < 45, ended
+    # Ended by the launcher's watchdog, not by the collective timeout: that is 600 s, so a
+    # slow machine's seconds of start-up and teardown cannot be mistaken for it.
+    assert ended < 150, ended
     assert (out / "last_checkpoint").read_text().strip() == "model_0000001.pth"
 
     rc, log, _ = run_cli([*common, "--resume", *opts], timeout=200)
@@ -191,7 +192,7 @@ def test_two_machines_a_dead_machine_ends_the_other(soco_data, tmp_path):
     def machine(rank):
         results[rank] = run_cli(
             ["--num-gpus", 1, "--num-machines", 2, "--machine-rank", rank, "--dist-url", url,
-             "--dist-timeout", 120, "--config-file", TINY,
+             "--dist-timeout", 600, "--config-file", TINY,
              *_soco_opts(soco_data, tmp_path / "out", 4)],
             timeout=250, script=driver if rank == 1 else TRAIN_NET,
         )
@@ -205,9 +206,9 @@ def test_two_machines_a_dead_machine_ends_the_other(soco_data, tmp_path):
     rc1, log1, _ = results[1]
     assert rc1 != 0 and "Rank 1 (machine 1, local process 0) failed: exit code 3" in log1, log1
     # Machine 0 only sees its peer vanish: its rank fails on the lost connection, well
-    # before the 120 s collective timeout.
+    # before the 600 s collective timeout.
     assert rc0 != 0 and "Rank 0 (machine 0, local process 0) failed:" in log0, log0[-3000:]
     assert "Connection" in log0 or "closed" in log0, log0[-3000:]
     ended = os.path.getmtime(tmp_path / "out" / "log.txt") - float(stamp.read_text())
     print(f"two machines: machine 0's log ended {ended:.1f} s after machine 1 died")
-    assert ended < 60, ended
+    assert ended < 200, ended

@@ -33,6 +33,7 @@ from torch import nn
 from ...config import register_method_config
 from ..contrastive import concat_all_gather, info_nce_logits
 from ..dense import DenseHead, dense_correspondence, dense_info_nce
+from ..precision import at_least_float32
 from ..queue import KeyQueue
 from ..shuffle_bn import batch_shuffle, batch_unshuffle
 from .moco import MoCoV2, global_pool
@@ -172,7 +173,7 @@ class DenseCL(MoCoV2):
             k_feats, k, k_grid, k_pooled = self._dense_keys(im_k)
             match = dense_correspondence(q_feats, k_feats)
         logits, labels = info_nce_logits(q, k, self.queue.clone_keys(), self.temperature)
-        loss_global = F.cross_entropy(logits.float(), labels)
+        loss_global = F.cross_entropy(at_least_float32(logits), labels)
         loss_dense = dense_info_nce(
             q_grid, k_grid, match, self.queue2.keys_view(), self.temperature
         )

@@ -32,6 +32,7 @@ from ...config import register_method_config
 from ..contrastive import concat_all_gather, info_nce_logits, world_size
 from ..heads import MLPHead
 from ..init import zero_init_residual_
+from ..precision import at_least_float32
 from ..queue import KeyQueue
 from ..shuffle_bn import batch_shuffle, batch_unshuffle, convert_to_split_batchnorm
 from .base import SSLMetaArch
@@ -207,7 +208,7 @@ class MoCoV2(SSLMetaArch):
         with torch.no_grad():
             k = self._keys(im_k)
         logits, labels = info_nce_logits(q, k, self.queue.clone_keys(), self.temperature)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(at_least_float32(logits), labels)
         # Every process enqueues the same gathered keys, so the queues stay identical.
         self.queue.enqueue(concat_all_gather(k))
         self._log_accuracy(logits)
