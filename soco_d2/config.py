@@ -105,6 +105,9 @@ def _add_model_config(cfg: CN) -> None:
     _C.MODEL.SSL.CHANNELS_LAST = False
     # Zero-init the last norm of each ResNet block (backbone and res5 head); True or False.
     _C.MODEL.SSL.ZERO_INIT_RESIDUAL = False
+    # Fine-tuning: allow MODEL.WEIGHTS to leave backbone tensors at their initialisation (a
+    # partial transfer on purpose); False stops before training, naming them. True or False.
+    _C.MODEL.SSL.ALLOW_PARTIAL_BACKBONE = False
 
 
 def _add_input_config(cfg: CN) -> None:

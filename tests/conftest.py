@@ -21,12 +21,16 @@ def _seed_and_threads():
 
 @pytest.fixture(scope="session")
 def load_script():
-    """``load_script("tools/benchmark.py")``: that file, relative to the repository root,
-    imported as a module (its ``if __name__ == "__main__"`` block does not run)."""
+    """``load_script("tools/benchmark.py")``: that command, imported as a fresh module (its
+    ``if __name__ == "__main__"`` block does not run). A ``tools/`` shim is resolved to the
+    package module it calls (``soco_d2/tools/benchmark.py``), where the code lives."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def load(relative: str):
         path = os.path.join(root, relative)
+        packaged = os.path.join(root, "soco_d2", relative)
+        if relative.startswith("tools/") and os.path.isfile(packaged):
+            path = packaged
         name = os.path.splitext(os.path.basename(path))[0] + "_script"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""tools/bench_jobs.py: both sets of real trainings run and are reported (no timing asserts)."""
+"""dev/bench_jobs.py: both sets of real trainings run and are reported (no timing asserts)."""
 import json
 from pathlib import Path
 
@@ -14,7 +14,7 @@ def test_bench_jobs_runs_both_sets_and_reports_them(tmp_path, monkeypatch, capsy
     tiny = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0",
             "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(64,)",
             "INPUT.MAX_SIZE_TRAIN", "64"]
-    out = load_script("tools/bench_jobs.py").main([
+    out = load_script("dev/bench_jobs.py").main([
         "--config-file", str(ROOT / "configs/demo/mask_rcnn_R18_FPN_demo.yaml"), "--runs", "2",
         "--jobs", "2", "--threads", "2", "--iters", "2", "--output", str(tmp_path / "runs"),
         *tiny,

@@ -1,64 +1,10 @@
 #!/usr/bin/env python
-"""Pretrain (SoCo) or fine-tune a detector with soco_d2: one Trainer for both.
-
-Usage (detectron2's arguments; KEY VALUE pairs override the config):
-    tools/train_net.py --config-file configs/pretrain/soco_R50_FPN_100ep.yaml \\
-        [--num-gpus 8 --num-machines 2 --machine-rank R --dist-url tcp://HOST:PORT] \\
-        [--dist-timeout SECONDS] [--threads-per-process N] \\
-        [--resume] [--eval-only] [KEY VALUE ...]
-
-``--num-gpus`` is the number of processes per machine: GPUs with CUDA, else CPU processes
-over gloo (``--dist-url auto`` picks a free local port). ``soco_d2.engine.launch`` starts them;
-a failed process ends the whole command with a non-zero status naming its rank, and
-``--resume`` continues from ``OUTPUT_DIR/last_checkpoint``. See docs/distributed.md.
-"""
-import logging
+"""Checkout shim: `python tools/train_net.py ...` runs soco_d2/tools/train_net.py (installed:
+`soco-d2-train` or `python -m soco_d2.tools.train_net`; torchrun takes either the module with
+`-m` or this file)."""
 import sys
-from typing import Optional, Sequence
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, default_setup
-from detectron2.utils.logger import setup_logger
-
-import soco_d2  # noqa: F401  (registers meta-architectures and datasets)
-from soco_d2.engine import Trainer, setup_cfg
-from soco_d2.engine.launch import add_launch_arguments, launch, resolve_timeout
-from soco_d2.utils.parent import stop_with_parent
-
-
-def main(args):
-    """One training (or evaluation) process; runs in every rank."""
-    cfg = setup_cfg(args)
-    default_setup(cfg, args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
-
-
-def cli(argv: Optional[Sequence[str]] = None) -> None:
-    """Parse ``argv`` (default ``sys.argv[1:]``) and launch :func:`main` in every process."""
-    args = add_launch_arguments(default_argument_parser()).parse_args(argv)
-    stop_with_parent()  # started by the pipeline: end with it, even if it is SIGKILLed
-    # This process only launches: its log is the launcher's (workers set up their own).
-    setup_logger(name="soco_d2.engine.launch", abbrev_name="launch")
-    logging.getLogger("soco_d2.engine.launch").info("Command line arguments: %s", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-        timeout=resolve_timeout(args.dist_timeout),
-        num_threads=args.threads_per_process,
-    )
-
+from soco_d2.tools.train_net import cli, main  # noqa: F401  (main: one process, for wrappers)
 
 if __name__ == "__main__":
     cli(sys.argv[1:])

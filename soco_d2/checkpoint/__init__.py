@@ -1,7 +1,8 @@
 """Turning pretraining checkpoints into detector weights.
 
 - ``layouts/``: the table of checkpoint formats, one module per family;
-- :mod:`.load`: reading a checkpoint file without running arbitrary pickled code;
+- :mod:`.load`: reading a checkpoint file without running pickled code (``trust_pickle``
+  to read one that needs it);
 - :mod:`.convert`: the generic converter and its per-group report;
 - :mod:`.detector`: checking converted weights against the detector a config builds.
 """
@@ -27,7 +28,8 @@ from .detector import (  # noqa: F401
     load_detector_cfg,
 )
 from .layouts import ARCHS, Layout, get_layout, layout_names, register_layout  # noqa: F401
-from .load import load_state_dict, read_checkpoint  # noqa: F401
+from .checkpointer import RestrictedCheckpointer  # noqa: F401
+from .load import UntrustedCheckpointError, load_state_dict, read_checkpoint  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -64,7 +64,8 @@ class ConversionResult:
         model: detectron2 key -> numpy array.
         counts: tensors converted per group, for every group of :data:`GROUPS`.
         layout: name of the layout the input was read as.
-        arch: ``"fpn"`` or ``"c4"``, the detector the keys are named for.
+        arch: ``"fpn"``, ``"c4"``, ``"vitdet"`` or ``"resnet"``, the detector the keys are named
+            for (``"resnet"``: any ResNet detector, through detectron2's matching heuristics).
         dropped: input keys not transferred (target, projector, predictor, fc, ...).
         status: per group of :data:`GROUPS`: ``"converted N"``, ``"not pretrained"`` (the layout
             cannot provide it, or provided 0 tensors) or ``"not transferred"`` (left out by
@@ -134,8 +135,10 @@ def convert_state_dict(
     Args:
         state: input state dict (name -> tensor or array).
         layout: a layout name (see ``soco_d2.checkpoint.layout_names()``), or None to detect it.
-        arch: ``"fpn"``, ``"c4"`` or ``"auto"`` (the layout decides: FPN when the input has FPN
-            keys, else C4; pass the fine-tuning detector's architecture, see ``infer_arch``).
+        arch: ``"fpn"``, ``"c4"``, ``"resnet"`` (backbone only, names without a detector
+            prefix, for C4 and FPN detectors alike) or ``"auto"`` (the layout decides: FPN when
+            the input has FPN keys, else C4; pass the fine-tuning detector's architecture, see
+            ``infer_arch``).
         groups: the groups of :data:`GROUPS` to transfer; tensors of the others are dropped
             (e.g. ``("backbone", "fpn")`` leaves the box head randomly initialised).
 
@@ -214,6 +217,8 @@ def format_counts(result: ConversionResult) -> List[str]:
             why = f"{result.layout} has {', '.join(result.layout_groups)} only"
         elif result.arch == "c4" and group != "backbone":
             why = f"a c4 detector has no {group}"
+        elif result.arch == "resnet" and group != "backbone":
+            why = "arch resnet names the backbone only"
         else:
             why = "0 tensors in the checkpoint"
         lines.append(f"{group:<10} {status} ({why})")
@@ -239,12 +244,15 @@ def convert_checkpoint(
     layout: Optional[str] = None,
     arch: str = "auto",
     groups: Sequence[str] = GROUPS,
+    trust_pickle: bool = False,
 ) -> ConversionResult:
     """Convert the checkpoint file ``src`` into detectron2 weights at ``dst`` (.pkl).
 
-    Arguments after ``dst`` are those of :func:`convert_state_dict`.
+    ``layout``, ``arch`` and ``groups`` are those of :func:`convert_state_dict`; ``trust_pickle``
+    is that of :func:`~.load.read_checkpoint`.
     """
-    result = convert_state_dict(load_state_dict(src), layout=layout, arch=arch, groups=groups)
+    state = load_state_dict(src, trust_pickle=trust_pickle)
+    result = convert_state_dict(state, layout=layout, arch=arch, groups=groups)
     save_detectron2_weights(result, dst)
     logger.info(
         "converted %s (%s layout, %s): %s -> %s",

@@ -14,6 +14,10 @@ detectron2's ``launch`` with three additions, each needed on CPU and useful at s
   its connection to it) and how every local process ended; the command exits non-zero. Every
   process ends with ``os._exit`` after flushing its logs: tearing down a gloo process group
   (explicitly or at interpreter exit) can wait until the timeout for a peer that is gone.
+- **torchrun**: a process that torchrun started (``LOCAL_RANK`` and ``WORLD_SIZE`` in its
+  environment, ``soco_d2.engine.torchrun``) spawns nothing: it joins one process group over
+  ``env://`` (``MASTER_ADDR`` / ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``) and runs the same
+  per-process code as a spawned worker. torchrun watches and restarts the processes itself.
 - **Threads**: each process gets ``max(1, cores // local processes)`` intra-op threads
   (``torch.set_num_threads`` and ``OMP_NUM_THREADS``), so processes sharing a machine do not
   each start one thread per core and slow each other down. ``--threads-per-process`` or an
@@ -37,6 +41,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+
+from .torchrun import run_torchrun_process, torchrun_env
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -147,8 +153,9 @@ def _worker(
 ) -> None:
     try:
         _set_threads(threads)
-        _join_and_run(local_rank, main_func, world_size, num_local, machine_rank, dist_url,
-                      args, timeout)
+        global_rank = machine_rank * num_local + local_rank
+        _join_and_run(local_rank, global_rank, main_func, world_size, num_local, dist_url, args,
+                      timeout)
     except BaseException:  # KeyboardInterrupt and SystemExit included: the launcher must know
         with open(os.path.join(error_dir, f"{local_rank}.txt"), "w") as f:
             f.write(traceback.format_exc())
@@ -156,18 +163,20 @@ def _worker(
     _hard_exit(0)
 
 
-def _join_and_run(local_rank, main_func, world_size, num_local, machine_rank, dist_url, args,
-                  timeout) -> None:
+def _join_and_run(local_rank, global_rank, main_func, world_size, num_local, dist_url, args,
+                  timeout, store=None) -> None:
+    # Shared by spawned workers and torchrun's processes (which pass the store they met in).
     has_gpu = torch.cuda.is_available()
     if has_gpu and num_local > torch.cuda.device_count():
         raise RuntimeError(
-            f"--num-gpus {num_local} but only {torch.cuda.device_count()} CUDA devices are visible"
+            f"{num_local} processes on this machine (--num-gpus, or torchrun's --nproc_per_node) "
+            f"but only {torch.cuda.device_count()} CUDA devices are visible"
         )
-    global_rank = machine_rank * num_local + local_rank
     try:
         dist.init_process_group(
             backend="nccl" if has_gpu else "gloo",
-            init_method=dist_url,
+            init_method=None if store is not None else dist_url,
+            store=store,
             world_size=world_size,
             rank=global_rank,
             timeout=timeout,
@@ -210,6 +219,12 @@ def launch(
     ``machine_rank * num_gpus_per_machine + local_rank``. One process in all runs
     ``main_func`` here, without a process group.
 
+    In a process started by torchrun (``soco_d2.engine.torchrun.torchrun_env``) nothing is
+    spawned: this process joins torchrun's process group over ``env://`` and runs
+    ``main_func``, then ends with its exit status (0, or 1 after printing the error). The
+    process counts are torchrun's (``--nproc_per_node``, ``--nnodes``): ``num_gpus_per_machine``
+    and ``num_machines`` must be left at 1 and ``dist_url`` is not used.
+
     Args:
         main_func: the per-process entry point (must be importable: it is pickled by name).
         num_gpus_per_machine: processes on this machine (one per GPU; any number on CPU).
@@ -224,6 +239,7 @@ def launch(
 
     Raises:
         DistributedJobError: a local process failed (the message names its global rank).
+        ValueError: bad process counts, or any under torchrun.
     """
     if num_gpus_per_machine < 1 or num_machines < 1:
         raise ValueError(
@@ -231,16 +247,28 @@ def launch(
         )
     if not 0 <= machine_rank < num_machines:
         raise ValueError(f"--machine-rank {machine_rank} must be in [0, {num_machines})")
+    run = torchrun_env()
+    if run is not None and (num_gpus_per_machine, num_machines, machine_rank) != (1, 1, 0):
+        raise ValueError(
+            f"started by torchrun (rank {run.rank} of {run.world_size}): give the process counts "
+            "to torchrun (--nproc_per_node, --nnodes, --node_rank), not --num-gpus "
+            f"{num_gpus_per_machine} / --num-machines {num_machines} / --machine-rank "
+            f"{machine_rank}, which would start processes within each of torchrun's"
+        )
     world_size = num_machines * num_gpus_per_machine
-    if world_size == 1:
+    if world_size == 1 and run is None:
         if num_threads:
             _set_threads(num_threads)
         main_func(*args)
         return
     if num_threads is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         num_threads = int(os.environ["OMP_NUM_THREADS"])
-    threads = num_threads or threads_per_process(num_gpus_per_machine)
     timeout = timeout if timeout is not None else resolve_timeout()
+    if run is not None:
+        threads = num_threads or threads_per_process(run.local_world_size)
+        run_torchrun_process(run, main_func, args, timeout, threads)
+        return
+    threads = num_threads or threads_per_process(num_gpus_per_machine)
     if not dist_url:
         raise ValueError("--dist-url is required for a multi-process job (or 'auto')")
     if dist_url == "auto":

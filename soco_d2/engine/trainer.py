@@ -12,7 +12,10 @@ It is detectron2's ``DefaultTrainer`` with these differences:
 - a non-finite loss stops the run on every rank before the optimizer step, naming the
   iteration and the last good checkpoint (see ``train_loop.py``);
 - AMP in float16 or bfloat16 (SOLVER.AMP.DTYPE);
-- RNGs re-seeded per iteration when cfg.SEED >= 0, so ``--resume`` continues exactly.
+- RNGs re-seeded per iteration when cfg.SEED >= 0, so ``--resume`` continues exactly;
+- a fine-tune whose MODEL.WEIGHTS leave backbone tensors at their initialisation stops before
+  training, naming them (``soco_d2/checkpoint/coverage.py``; MODEL.SSL.ALLOW_PARTIAL_BACKBONE
+  opts out).
 """
 import logging
 import os
@@ -21,7 +24,6 @@ from collections import OrderedDict
 from typing import List, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
@@ -31,6 +33,7 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from soco_d2.checkpoint.coverage import LoadRecordingCheckpointer, check_loaded_weights
 from soco_d2.solver import build_optimizer
 
 # CPU-aware: no device_ids for CPU models, SyncBatchNorm synchronised over gloo.
@@ -93,13 +96,30 @@ class Trainer(DefaultTrainer):
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Saves model (online and `target.*`), optimizer (via the step runner), scheduler (via
         # the LRScheduler hook), grad scaler and iteration.
-        self.checkpointer = DetectionCheckpointer(
+        self.checkpointer = LoadRecordingCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """detectron2's: the last checkpoint of OUTPUT_DIR when ``resume`` and there is one,
+        else MODEL.WEIGHTS. A detector that loaded MODEL.WEIGHTS must have its whole backbone
+        from them (``soco_d2.checkpoint.coverage.check_backbone_loaded``).
+
+        Raises:
+            soco_d2.checkpoint.coverage.BackboneNotLoadedError: naming the tensors left out,
+                unless MODEL.SSL.ALLOW_PARTIAL_BACKBONE.
+        """
+        resuming = resume and self.checkpointer.has_checkpoint()
+        super().resume_or_load(resume=resume)
+        if resuming or not self.cfg.MODEL.WEIGHTS or is_pretraining(self.cfg):
+            return
+        check_loaded_weights(
+            self.checkpointer, self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.SSL.ALLOW_PARTIAL_BACKBONE
+        )
 
     # ---------------------------------------------------------------- parts
     @classmethod

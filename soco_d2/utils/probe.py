@@ -13,7 +13,6 @@ import argparse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
@@ -123,19 +122,22 @@ def effective_rank(x: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
 
 
-def build_with_weights(cfg, path: str) -> torch.nn.Module:
+def build_with_weights(cfg, path: str, trust_pickle: bool = False) -> torch.nn.Module:
     """The model of ``cfg``, built right after ``torch.manual_seed(0)`` (so the random init and
     the layers a weights file leaves out are the same for every call), with ``path`` loaded
-    unless it is "" (random init)."""
+    unless it is "" (random init). A ``.pkl`` is read without running pickled code unless
+    ``trust_pickle`` (``soco_d2.checkpoint.RestrictedCheckpointer``)."""
+    from soco_d2.checkpoint import RestrictedCheckpointer
+
     torch.manual_seed(0)
     model = build_model(cfg)
     if path:
-        DetectionCheckpointer(model).load(path)
+        RestrictedCheckpointer(model, trust_pickle=trust_pickle).load(path)
     return model
 
 
 def probe_weights(
-    cfg, weights: Sequence[str], train_dataset: str, test_dataset: str
+    cfg, weights: Sequence[str], train_dataset: str, test_dataset: str, trust_pickle: bool = False
 ) -> List[Dict[str, float]]:
     """Build the detector of ``cfg`` once per entry of ``weights`` ("" = random init), load it,
     and probe all of them over one pass of each dataset.
@@ -148,7 +150,7 @@ def probe_weights(
         ``effective_rank`` and ``feature_l2`` (mean L2 norm) of the test boxes' features, and
         the box counts.
     """
-    models = [build_with_weights(cfg, path) for path in weights]
+    models = [build_with_weights(cfg, path, trust_pickle) for path in weights]
     x_train, y_train = box_features(models, DatasetCatalog.get(train_dataset), cfg)
     x_test, y_test = box_features(models, DatasetCatalog.get(test_dataset), cfg)
     return [
@@ -169,7 +171,7 @@ def weights_cli(
 ) -> Tuple[argparse.Namespace, CfgNode]:
     """The command line the weight-checking tools share (``tools/probe_features.py``,
     ``tools/sim_spectrum.py``): ``--config-file``, repeatable ``--weights`` ("" = random init),
-    ``--threads`` and trailing ``KEY VALUE`` overrides; sets the thread count and loads the config.
+    ``--threads``, ``--trust-pickle`` and trailing ``KEY VALUE`` overrides; sets the thread count and loads the config.
 
     Args:
         description: the tool's one-line description.
@@ -187,6 +189,9 @@ def weights_cli(
     parser.add_argument("--weights", action="append", required=True,
                         help="weights file; repeat to compare; '' = random init")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="read .pkl weights with unrestricted unpickling, which runs any code "
+                        "a file names (docs/checkpoints.md); only for files you trust")
     if add_arguments is not None:
         add_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")

@@ -145,3 +145,14 @@ def run_cli(argv, timeout: float, env=None, script: str = TRAIN_NET):
         except ProcessLookupError:
             pass
     return proc.returncode, out, time.monotonic() - start
+
+
+def run_torchrun(torchrun_args, argv, timeout: float, env=None, script: str = TRAIN_NET):
+    """``python -m torch.distributed.run TORCHRUN_ARGS script ARGV``, as :func:`run_cli` runs a
+    script (own process group, killed whole after ``timeout`` seconds).
+
+    Returns:
+        ``(returncode, stdout + stderr, seconds)``.
+    """
+    argv = ["torch.distributed.run", *map(str, torchrun_args), script, *map(str, argv)]
+    return run_cli(argv, timeout, env=env, script="-m")

@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_benchmark_reports_phases_floor_and_memory(capsys, load_script):
     tool = load_script("tools/benchmark.py")
-    res = tool.main([
+    res = tool.run([
         "--config-file", str(ROOT / "configs/pretrain/soco_R18_FPN_tiny.yaml"),
         "--iters", "1", "--warmup", "0", "--batch", "2", "--threads", "1", "--device", "cpu",
     ])

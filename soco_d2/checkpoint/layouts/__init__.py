@@ -13,6 +13,7 @@ from .base import (  # noqa: F401
     GROUPS,
     Layout,
     UnknownLayoutError,
+    detectron2_to_torchvision,
     get_layout,
     has_torchvision_resnet,
     is_torchvision_resnet_param,

@@ -14,6 +14,10 @@ Detector key names, per architecture (``arch``):
   ``backbone.fpn_output{2..5}(.norm)``, ``roi_heads.box_head.conv1-4(.norm)/fc1``.
 - ``"c4"`` (``build_resnet_backbone`` + ``Res5ROIHeads``): ``backbone.stem``,
   ``backbone.res2..res4``, and the last stage at ``roi_heads.res5``.
+- ``"resnet"``: the ResNet alone under detectron2's names without a detector prefix
+  (``stem.*``, ``res2..res5.*``), as facebookresearch/moco's detection converter writes them.
+  Saved with ``matching_heuristics``, detectron2 loads them into C4 and FPN detectors alike (each
+  detector key ending in ``.<name>`` takes it); only the backbone group has such names.
 """
 from __future__ import annotations
 
@@ -34,13 +38,14 @@ __all__ = [
     "place_resnet_key",
     "register_layout",
     "registered_layouts",
+    "detectron2_to_torchvision",
     "torchvision_to_detectron2",
 ]
 
 # The transferable groups, in the order a detector consumes them.
 GROUPS = ("backbone", "fpn", "box_head")
-# The ResNet detectors converted keys can be named for (see the module docstring).
-ARCHS = ("fpn", "c4", "vitdet")
+# The detectors converted keys can be named for (see the module docstring).
+ARCHS = ("fpn", "c4", "vitdet", "resnet")
 
 
 class UnknownLayoutError(ValueError):
@@ -62,7 +67,7 @@ class Layout:
     name: str = ""
     aliases: Tuple[str, ...] = ()
     groups: Tuple[str, ...] = ()
-    archs: Tuple[str, ...] = ("fpn", "c4")
+    archs: Tuple[str, ...] = ("fpn", "c4", "resnet")
 
     def detect(self, keys: Sequence[str]) -> bool:
         """True when a state dict with these keys is in this format.
@@ -149,10 +154,12 @@ def place_resnet_key(key: str, arch: str) -> Optional[str]:
     Returns:
         ``backbone.bottom_up.<key>`` for FPN; for C4 ``roi_heads.<key>`` for res5 (detectron2's
         C4 detector runs the last stage in its ROI heads) and ``backbone.<key>`` otherwise;
-        None when ``key`` is not a ResNet stage key.
+        ``key`` itself for ``"resnet"``; None when ``key`` is not a ResNet stage key.
     """
     if _STAGE_RE.match(key) is None:
         return None
+    if arch == "resnet":
+        return key
     if arch == "fpn":
         return "backbone.bottom_up." + key
     return ("roi_heads." if key.startswith("res5.") else "backbone.") + key
@@ -181,6 +188,21 @@ def torchvision_to_detectron2(key: str, arch: str) -> Optional[str]:
     key = re.sub(r"\bbn(\d)\b", r"conv\1.norm", key)
     key = key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
     return place_resnet_key(key, arch)
+
+
+def detectron2_to_torchvision(key: str) -> Optional[str]:
+    """detectron2 ResNet key without a prefix (``res2.0.conv1.norm.weight``) -> torchvision
+    ResNet key (``layer1.0.bn1.weight``): the inverse of :func:`torchvision_to_detectron2`.
+
+    Returns:
+        None for a key that is not a stem or stage key.
+    """
+    if _STAGE_RE.match(key) is None:
+        return None
+    key = re.sub(r"^res(\d)", lambda m: f"layer{int(m.group(1)) - 1}", key)
+    key = key.replace("stem.conv1.norm.", "bn1.").replace("stem.conv1.", "conv1.")
+    key = key.replace("shortcut.norm.", "downsample.1.").replace("shortcut.", "downsample.0.")
+    return re.sub(r"\bconv(\d)\.norm\.", r"bn\1.", key)
 
 
 def has_torchvision_resnet(keys: Sequence[str], prefix: str = "") -> bool:

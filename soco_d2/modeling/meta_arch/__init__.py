@@ -9,5 +9,6 @@ from .detco import DetCo
 from .moco import MoCoV2
 from .densecl import DenseCL
 from .sim import SIM
+from .byol import BYOL
 
-__all__ = ["SSLMetaArch", "SoCo", "DetCo", "MoCoV2", "DenseCL", "SIM"]
+__all__ = ["SSLMetaArch", "SoCo", "DetCo", "MoCoV2", "DenseCL", "SIM", "BYOL"]

@@ -18,7 +18,7 @@ The official MoCo v2 recipe (facebookresearch/moco ``moco/builder.py``, ``main_m
   ``SplitBatchNorm`` imitating MODEL.MOCO.SPLIT_BN devices, in the query AND the key encoder
   (the notebook builds both encoders with the same split norm layer).
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,30 +81,36 @@ def _check_in_feature(backbone: nn.Module, name: str) -> None:
         )
 
 
-def build_moco_backbone(cfg: CN) -> Backbone:
-    """detectron2's backbone as MoCo v2 and the methods built on it (DenseCL, DetCo) use it.
+def build_moco_backbone(cfg: CN, split_bn: Optional[int] = None) -> Backbone:
+    """detectron2's ResNet as the plugin's neck-free methods use it (MoCo v2, DenseCL, DetCo,
+    BYOL).
 
     ``MODEL.SSL.ZERO_INIT_RESIDUAL`` zeroes each residual branch's last norm; in a single
-    process ``MODEL.MOCO.SPLIT_BN`` > 1 turns every BatchNorm2d into a ``SplitBatchNorm``
-    imitating that many devices (with several processes shuffle-BN needs no imitation).
+    process ``split_bn`` > 1 turns every BatchNorm2d into a ``SplitBatchNorm`` imitating that
+    many devices (with several processes shuffle-BN needs no imitation).
+
+    Args:
+        cfg: the config (``MODEL.BACKBONE`` / ``MODEL.RESNETS``, ``MODEL.SSL``).
+        split_bn: imitated devices; None reads ``MODEL.MOCO.SPLIT_BN`` (the shuffle-BN methods),
+            0 for methods whose BN spans the whole batch (BYOL).
 
     Raises:
         ValueError: SPLIT_BN in one process with norms that are not plain "BN" (nothing would
             be split) or with a batch it does not divide.
     """
-    m = cfg.MODEL.MOCO
+    split = cfg.MODEL.MOCO.SPLIT_BN if split_bn is None else split_bn
     backbone = build_backbone(cfg)
     if cfg.MODEL.SSL.ZERO_INIT_RESIDUAL:
         zero_init_residual_(backbone)
-    if m.SPLIT_BN > 1 and world_size() == 1:
-        if cfg.MODEL.RESNETS.NORM != "BN" or cfg.SOLVER.IMS_PER_BATCH % m.SPLIT_BN:
+    if split > 1 and world_size() == 1:
+        if cfg.MODEL.RESNETS.NORM != "BN" or cfg.SOLVER.IMS_PER_BATCH % split:
             raise ValueError(
-                f"MODEL.MOCO.SPLIT_BN ({m.SPLIT_BN}) in one process needs MODEL.RESNETS.NORM "
+                f"MODEL.MOCO.SPLIT_BN ({split}) in one process needs MODEL.RESNETS.NORM "
                 f"'BN' (got {cfg.MODEL.RESNETS.NORM!r}) and must divide SOLVER.IMS_PER_BATCH "
                 f"({cfg.SOLVER.IMS_PER_BATCH}): each imitated device normalises an equal share "
                 f"of the batch. Set MODEL.MOCO.SPLIT_BN 0 to disable."
             )
-        convert_to_split_batchnorm(backbone, m.SPLIT_BN)
+        convert_to_split_batchnorm(backbone, split)
     return backbone
 
 
@@ -244,12 +250,25 @@ class MoCoV2(SSLMetaArch):
     @torch.no_grad()
     def inference(self, batched_inputs: List[dict]) -> List[Dict[str, List[torch.Tensor]]]:
         """Pooled online features and normalised embeddings of every view of every image."""
-        results = [{"features": [], "embeddings": []} for _ in batched_inputs]
-        for v in range(min(len(x["views"]) for x in batched_inputs)):
-            images = self.preprocess_view(batched_inputs, v)
-            pooled = global_pool(self.backbone(images)[self.in_feature])
-            emb = F.normalize(self.head(pooled), dim=1)
-            for r, f, e in zip(results, pooled, emb):
-                r["features"].append(f)
-                r["embeddings"].append(e)
-        return results
+        return pooled_view_inference(self, batched_inputs, self.head)
+
+
+@torch.no_grad()
+def pooled_view_inference(
+    model: SSLMetaArch, batched_inputs: List[dict], head: torch.nn.Module
+) -> List[Dict[str, List[torch.Tensor]]]:
+    """Inference of the image-level ResNet methods: per image, per view, the globally pooled
+    online feature ``model.in_feature`` and its L2-normalised ``head`` embedding.
+
+    Returns:
+        one ``{"features": [(C,) per view], "embeddings": [(D,) per view]}`` per image.
+    """
+    results = [{"features": [], "embeddings": []} for _ in batched_inputs]
+    for v in range(min(len(x["views"]) for x in batched_inputs)):
+        images = model.preprocess_view(batched_inputs, v)
+        pooled = global_pool(model.backbone(images)[model.in_feature])
+        emb = F.normalize(head(pooled), dim=1)
+        for r, f, e in zip(results, pooled, emb):
+            r["features"].append(f)
+            r["embeddings"].append(e)
+    return results

@@ -2,7 +2,7 @@
 """Fine-tunes one after another vs side by side: what ``tools/pipeline.py --jobs N`` buys.
 
 Usage:
-    tools/bench_jobs.py --config-file configs/demo/mask_rcnn_R18_FPN_demo_800it.yaml \\
+    dev/bench_jobs.py --config-file configs/demo/mask_rcnn_R18_FPN_demo_800it.yaml \\
         [--runs 2 --jobs 2 --threads 2 --iters 100] [--output DIR] [KEY VALUE ...]
 
 Runs ``--runs`` trainings of the config (seeds 0..runs-1, ``--iters`` iterations each, no

@@ -2,7 +2,7 @@
 """Measure training processes side by side on one machine: all cores each vs a share each.
 
 Usage (run on a quiet machine; it trains for a few dozen tiny iterations):
-    tools/bench_processes.py [--processes 2] [--iters 20] [--config-file CONFIG] [--out FILE]
+    dev/bench_processes.py [--processes 2] [--iters 20] [--config-file CONFIG] [--out FILE]
 
 Runs ``tools/train_net.py --num-gpus P`` (CPU, gloo) on the tiny SoCo config over a generated
 image folder, twice: with ``--threads-per-process <all cores>`` (every process starts one
