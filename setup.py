@@ -48,7 +48,7 @@ setup(
     name="soco_d2",
     version="0.1.0",
     description=(
-        "Detection-aligned self-supervised pretraining (SoCo, MoCo v2, DenseCL, DetCo, SIM) "
+        "Detection-aligned self-supervised pretraining (SoCo, MoCo v2, DenseCL, DetCo, SIM, BYOL) "
         "as a Detectron2 plugin"
     ),
     packages=find_packages(include=["soco_d2", "soco_d2.*"]),
@@ -69,6 +69,22 @@ setup(
         # detectron2's ViT backbone (ViTDet fine-tuning, SIM) imports timm
         "timm>=0.9",
     ],
+    # every command a user runs, from the installed package (tools/*.py are checkout shims)
+    entry_points={
+        "console_scripts": [
+            "soco-d2-train = soco_d2.tools.train_net:cli",
+            "soco-d2-pipeline = soco_d2.tools.pipeline:main",
+            "soco-d2-convert = soco_d2.tools.convert_pretrained:main",
+            "soco-d2-proposals = soco_d2.tools.selective_search:main",
+            "soco-d2-convert-proposals = soco_d2.tools.convert_proposals:main",
+            "soco-d2-visualize-proposals = soco_d2.tools.visualize_proposals:main",
+            "soco-d2-plot-metrics = soco_d2.tools.plot_metrics:main",
+            "soco-d2-probe-features = soco_d2.tools.probe_features:main",
+            "soco-d2-sim-spectrum = soco_d2.tools.sim_spectrum:main",
+            "soco-d2-benchmark = soco_d2.tools.benchmark:main",
+            "soco-d2-benchmark-proposals = soco_d2.tools.benchmark_proposals:main",
+        ]
+    },
     cmdclass={"build_py": BuildPyWithConfigs},
     zip_safe=False,
 )

@@ -7,7 +7,7 @@ import pytest
 
 from soco_d2.pipeline import finetune_data_opts, pretrain_data_opts, resolve_dataset
 from soco_d2.pipeline.run import load_config
-from soco_d2.pipeline.stages import REPO_ROOT
+from _paths import REPO_ROOT
 
 FT = os.path.join(REPO_ROOT, "configs/demo/mask_rcnn_R18_FPN_demo.yaml")
 RETINA = os.path.join(REPO_ROOT, "configs/coco/retinanet_R_50_FPN_1x.yaml")

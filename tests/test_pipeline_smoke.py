@@ -83,7 +83,7 @@ def test_pipeline_tiny_run_resumes_after_interruption(tmp_path, monkeypatch):
     assert results["soco"]["seed0"]["bbox"].keys() == saved["soco"]["seed0"]["bbox"].keys()
     md = (tmp_path / "out/results.md").read_text()
     assert md.count("| soco |") == 3  # the methods table, mean +- std, the run
-    assert "| soco | 1 | 0" in md and "min | " in md and "(one seed: no spread estimate)" in md
+    assert "| soco | 1 | 0" in md and "min | " in md and ": no verdict (1 seed; 3 needed)" in md
     assert (tmp_path / "out/plots/finetune_curves.png").stat().st_size > 0
     assert (tmp_path / "out/plots/pretrain_curves.png").stat().st_size > 0
     assert (tmp_path / "out/plots/predictions.png").stat().st_size > 0

@@ -7,6 +7,9 @@ Output layout (``DIR`` = ``PipelineSpec.output``)::
     DIR/.done/<stage>.json                   done-markers, written atomically after a stage
     DIR/logs/<stage>.log                     stdout+stderr of subprocess stages
     DIR/logs/<stage>.log.running             pid of the command running now (stop_orphans)
+    DIR/data/train_subset.json               the labelled subset (``--train-subset``): set, N of
+                                             total, subset seed, image ids and file names
+    DIR/data/<train>_subset<N>_s<S>.json     its COCO json, what every fine-tune trains on
     DIR/proposals/unlabeled.bin              proposals of ``--unlabeled`` (methods that use them)
     DIR/pretrain/<NAME>/                     OUTPUT_DIR of pretraining NAME (model_final.pth)
     DIR/pretrain/<NAME>/model_converted.pkl  its detector weights (soco_d2.checkpoint)
@@ -14,24 +17,27 @@ Output layout (``DIR`` = ``PipelineSpec.output``)::
     DIR/finetune/<init>_seed<S>/             OUTPUT_DIR of each fine-tune (metrics.json,
                                              inference/, results.json = the evaluator's dict)
     DIR/results.json, DIR/results.md         all runs; per init mean +- std, pretraining time,
-                                             verdict against scratch (soco_d2.utils.results)
+                                             paired verdict against scratch and its per-seed
+                                             differences (soco_d2.utils.results), the labelled
+                                             set, the test-pixel check
     DIR/plots/*.png                          training curves and prediction grids
 
 Modules: ``spec.py`` (what to run, checks), ``data.py`` (data flags -> config overrides),
-``stages.py`` (markers, subprocesses), ``run.py`` (the order), ``presets.py``.
+``subset.py`` (the low-label protocol's labelled subset), ``overlap.py`` (no test image in a
+pretraining pool), ``stages.py`` (markers, subprocesses), ``run.py`` (the order),
+``presets.py``.
 """
 from .data import finetune_data_opts, pretrain_data_opts, resolve_dataset
 from .presets import BENCH_METHODS, PRESETS, preset_from_rows
 from .run import run_pipeline
 from .spec import Init, PipelineSpec, is_scratch, parse_init, parse_named, resolve_inits
-from .stages import REPO_ROOT, StageRunner, evaluate, run_command, run_training
+from .stages import StageRunner, evaluate, run_command, run_training
 
 __all__ = [
     "BENCH_METHODS",
     "Init",
     "PRESETS",
     "PipelineSpec",
-    "REPO_ROOT",
     "StageRunner",
     "evaluate",
     "finetune_data_opts",

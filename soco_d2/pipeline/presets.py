@@ -8,7 +8,6 @@ and a scratch row is kept only while some pretraining is compared with it.
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .stages import REPO_ROOT
 
 __all__ = ["BENCH_METHODS", "PRESETS", "preset_from_rows"]
 
@@ -25,6 +24,7 @@ BENCH_METHODS: Tuple[Row, ...] = (
     ("mocov2", f"{_DEMO}/mocov2_R18_demo.yaml", _R18_800),
     ("densecl", f"{_DEMO}/densecl_R18_demo.yaml", _R18_800),
     ("detco", f"{_DEMO}/detco_R18_demo.yaml", _R18_800),
+    ("byol", f"{_DEMO}/byol_R18_demo.yaml", _R18_800),
     ("scratch", None, _R18_800),
     # the ViT block: SIM vs a ViT detector from scratch, same seeds
     ("sim", f"{_DEMO}/sim_vit_tiny_demo.yaml", _VIT_DET),
@@ -32,15 +32,19 @@ BENCH_METHODS: Tuple[Row, ...] = (
 )
 
 
-def _repo(path: str) -> str:
-    return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+def _config(path: str) -> str:
+    """A row's config: a file, or one of the shipped configs (``soco_d2.model_zoo``)."""
+    from soco_d2.model_zoo import resolve_config
+
+    return resolve_config(path)
 
 
 def preset_from_rows(rows: Sequence[Row], seeds: List[int]) -> Dict:
     """PipelineSpec fields for rows of ``(init, pretraining config or None, detector config)``.
 
     Args:
-        rows: see :data:`BENCH_METHODS`; relative paths are taken from the repository root.
+        rows: see :data:`BENCH_METHODS`; ``configs/...`` paths name the shipped
+            configs (found from a checkout or an installed wheel alike).
         seeds: fine-tune seeds of every init.
 
     Returns:
@@ -51,11 +55,11 @@ def preset_from_rows(rows: Sequence[Row], seeds: List[int]) -> Dict:
 
     kept = []
     for name, pretrain, detector in rows:
-        missing = [p for p in (pretrain, detector) if p and not os.path.isfile(_repo(p))]
+        missing = [p for p in (pretrain, detector) if p and not os.path.isfile(_config(p))]
         if missing:
             print(f"[pipeline] preset: {name} left out ({', '.join(missing)} not found)")
             continue
-        kept.append((name, pretrain and _repo(pretrain), _repo(detector)))
+        kept.append((name, pretrain and _config(pretrain), _config(detector)))
     compared = {d for _, p, d in kept if p}
     kept = [r for r in kept if r[1] or r[2] in compared]
     if not kept:
@@ -75,7 +79,7 @@ def preset_from_rows(rows: Sequence[Row], seeds: List[int]) -> Dict:
         transfer=["backbone", "fpn"],
         # fine-tunes two at a time, one thread each (of the default 2): on 2 CPU cores 1.28x
         # (R-18 FPN) and 1.34x (ViTDet) faster than one after another with 2 threads
-        # (tools/bench_jobs.py, docs/benchmarks.md); pretrainings stay one at a time
+        # (dev/bench_jobs.py, docs/benchmarks.md); pretrainings stay one at a time
         jobs=2,
     )
 
@@ -93,7 +97,15 @@ PRESETS: Dict[str, Callable[[], Dict]] = {
     # `make bench-transfer`: the same pretraining; both inits fine-tuned 800 iterations (closer
     # to convergence, half the seed spread of 400) over 3 seeds.
     "bench-transfer": lambda: _soco_vs_scratch([0, 1, 2], _R18_800),
-    # `make bench-methods`: SoCo, MoCo v2, DenseCL, DetCo vs scratch on the R-18 FPN demo
-    # detector, SIM vs scratch on the ViT one; 800-iteration fine-tunes, 3 seeds.
+    # `make bench-methods`: every ResNet method of BENCH_METHODS vs scratch on the R-18 FPN
+    # demo detector, SIM vs scratch on the ViT one; 800-iteration fine-tunes, 3 seeds.
     "bench-methods": lambda: preset_from_rows(BENCH_METHODS, [0, 1, 2]),
+    # the same comparison in the low-label protocol (issue 21): every fine-tune trains on the
+    # same 12 of the 120 labelled demo images (10%, subset seed 0), every pretraining on the
+    # 600 unlabeled ones (50x that); 3 paired seeds, the verdict's minimum.
+    "bench-methods-lowlabel": lambda: {
+        **preset_from_rows(BENCH_METHODS, [0, 1, 2]),
+        "train_subset": 12,
+        "subset_seed": 0,
+    },
 }

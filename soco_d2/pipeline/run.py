@@ -1,13 +1,15 @@
 """``run_pipeline``: every stage of a :class:`~.spec.PipelineSpec`, in order, resumable.
 
-Order: checks (names, configs, groups; nothing written) -> demo data -> the fine-tune overrides
-derived from the data flags -> selective search (only if a pretraining's mapper uses
-proposals) -> per pretraining: train, convert (checked against the detector it will fine-tune)
--> per checkpoint init: convert -> per seed, then per init: fine-tune, evaluate -> results,
-plots. With ``PipelineSpec.jobs`` N > 1 the fine-tunes run N at a time, in that order, each
-with ``threads // N`` threads, and each evaluation runs in this process as soon as its
-fine-tune ends, one at a time, while that slot trains the next (pretrainings stay one at a time
-with all ``threads``, so their wall times compare).
+Order: checks (names, configs, groups, checkpoint inits read without running pickled code;
+nothing written) -> demo data -> the fine-tune overrides derived from the data flags -> the
+labelled subset (``subset.py``, with ``train_subset``) -> no test image in a pretraining pool
+(``overlap.py``) -> selective search (only if a pretraining's mapper uses proposals) -> per
+pretraining: train, convert (checked against the detector it will fine-tune) -> per checkpoint
+init: convert -> per seed, then per init: fine-tune, evaluate -> results, plots. With
+``PipelineSpec.jobs`` N > 1 the fine-tunes run N at a time, in that order, each with
+``threads // N`` threads, and each evaluation runs in this process as soon as its fine-tune
+ends, one at a time, while that slot trains the next (pretrainings stay one at a time with all
+``threads``, so their wall times compare).
 
 Every stage is named per pretraining / init, so adding a pretraining or an init to a finished
 run only runs the new stages. A pretraining or fine-tune whose marker was written with another
@@ -23,9 +25,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from soco_d2.checkpoint import GROUPS
 
 from .data import finetune_data_opts, pretrain_data_opts
+from .overlap import check_test_pixels, overlap_note, pretraining_pools
 from .spec import Init, PipelineSpec, is_scratch, resolve_inits
 from .stages import (
-    REPO_ROOT,
     StageRunner,
     evaluate,
     run_command,
@@ -33,6 +35,7 @@ from .stages import (
     stop_commands,
     stop_orphans,
 )
+from .subset import labelled_note, train_subset_opts
 
 __all__ = ["detector_state", "load_config", "run_pipeline", "run_units", "uses_proposals"]
 
@@ -75,11 +78,16 @@ def _detector_arch(cfg) -> str:
 
 
 def _identity(config: str, opts: Sequence[str], out: str) -> Dict:
-    """What a training stage was run with; paths inside the output directory and the repository
-    are kept relative to them, so a moved output or checkout still resumes."""
+    """What a training stage was run with; paths inside the output directory and the shipped
+    configs are kept relative to them (``<output>/...``, ``<repo>/configs/...``), so a moved
+    output, checkout or installation still resumes."""
+    from soco_d2.model_zoo import config_dirs
 
     def portable(text: str) -> str:
-        return text.replace(out, "<output>").replace(REPO_ROOT, "<repo>")
+        text = text.replace(out, "<output>")
+        for d in config_dirs():
+            text = text.replace(d, "<repo>/configs")
+        return text
 
     return {"config": portable(os.path.abspath(config)), "opts": [portable(o) for o in opts]}
 
@@ -114,7 +122,9 @@ def _check_transfer(spec: PipelineSpec, stage: str, info: Dict) -> None:
         )
 
 
-def _convert(src: str, dst: str, arch: str, groups: Sequence[str], state: Dict) -> Dict:
+def _convert(
+    src: str, dst: str, arch: str, groups: Sequence[str], state: Dict, trust_pickle: bool = False
+) -> Dict:
     """Convert ``src``, check it against the detector ``state``, then write ``dst``."""
     from soco_d2.checkpoint import (
         check_against_detector,
@@ -123,7 +133,8 @@ def _convert(src: str, dst: str, arch: str, groups: Sequence[str], state: Dict) 
         save_detectron2_weights,
     )
 
-    result = convert_state_dict(load_state_dict(src), arch=arch, groups=groups)
+    weights = load_state_dict(src, trust_pickle=trust_pickle)
+    result = convert_state_dict(weights, arch=arch, groups=groups)
     report = check_against_detector(result, state)  # raises before anything is written
     save_detectron2_weights(result, dst)
     return {
@@ -137,15 +148,40 @@ def _convert(src: str, dst: str, arch: str, groups: Sequence[str], state: Dict) 
     }
 
 
-def _is_detectron2_weights(path: str) -> bool:
+def _is_detectron2_weights(path: str, trust_pickle: bool = False) -> bool:
     from soco_d2.checkpoint import read_checkpoint
 
     if "://" in path:
         return True  # detectron2://, https://: a detectron2 model zoo file
     if not path.endswith(".pkl"):
         return False
-    data = read_checkpoint(path)  # restricted unpickling: arrays and containers only
+    data = read_checkpoint(path, trust_pickle=trust_pickle)
     return isinstance(data, dict) and "model" in data and "__author__" in data
+
+
+def _check_checkpoints(inits: Sequence[Init], trust_pickle: bool) -> None:
+    """Read every ``NAME=CHECKPOINT`` init without running pickled code, before any stage.
+
+    A URL is read from the local copy detectron2 downloads it to, which its fine-tunes load.
+    Detectron2 itself unpickles a ``.pkl`` unrestricted, so a file used as is must pass here.
+
+    Raises:
+        soco_d2.checkpoint.UntrustedCheckpointError: a file holding more than weights (unless
+            ``trust_pickle``); nothing in it has run and no stage has started.
+    """
+    if trust_pickle:
+        return
+    from soco_d2.checkpoint import read_checkpoint
+
+    for init in inits:
+        if init.kind != "checkpoint":
+            continue
+        path = init.source
+        if "://" in path:
+            from detectron2.utils.file_io import PathManager
+
+            path = PathManager.get_local_path(path)
+        read_checkpoint(path)
 
 
 def _baselines(inits: Sequence[Init]) -> Dict[str, str]:
@@ -169,12 +205,15 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
         ``{init: {"seed<S>": the evaluator's dict}}``, also written to ``DIR/results.json``.
 
     Raises:
-        ValueError / FileNotFoundError: from the checks, before any stage runs.
+        ValueError / FileNotFoundError: from the checks, before any stage runs (among them
+            soco_d2.checkpoint.UntrustedCheckpointError, for a checkpoint init that holds more
+            than weights, unless ``spec.trust_pickle``).
         RuntimeError: a failed training (with its log's tail).
         soco_d2.checkpoint.DetectorMismatchError: converted weights that do not fit the detector.
     """
     out = os.path.abspath(spec.output)
     inits = resolve_inits(spec)
+    _check_checkpoints(inits, spec.trust_pickle)
     pretrains = {i.name: i.source for i in inits if i.kind == "pretrain"}
     for name in spec.pretrains:
         if name not in pretrains:
@@ -196,6 +235,9 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
         c: [*finetune_data_opts(cfg, spec.train, spec.test), *spec.finetune_opts]
         for c, cfg in ft_cfgs.items()
     }
+    # the low-label protocol's subset, then no test image in a pool: before any training
+    ft_opts, subset = train_subset_opts(spec, out, ft_opts)
+    pixels = check_test_pixels(pretraining_pools(spec, pretrains), ft_opts)
     proposals = spec.proposals
     if proposals is None and spec.unlabeled:
         proposals = (spec.unlabeled, os.path.join(out, "proposals", "unlabeled.bin"))
@@ -228,7 +270,7 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
             )
             src = os.path.join(pre_dir, "model_final.pth")
             weights[init.name] = os.path.join(pre_dir, "model_converted.pkl")
-        elif _is_detectron2_weights(init.source):
+        elif _is_detectron2_weights(init.source, spec.trust_pickle):
             weights[init.name] = init.source
             continue
         else:
@@ -238,7 +280,7 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
         info = stages.run(
             stage,
             lambda s=src, d=weights[init.name], a=arch, c=init.finetune_config: _convert(
-                s, d, a, spec.transfer, state_of(c)
+                s, d, a, spec.transfer, state_of(c), spec.trust_pickle
             ),
         )
         _check_transfer(spec, stage, info)
@@ -273,7 +315,8 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
         with open(os.path.join(out, "finetune", f"{init.name}_seed{seed}", "results.json")) as f:
             results[init.name][f"seed{seed}"] = json.load(f)
 
-    _write_results(spec, out, stages, inits, results)
+    notes = [labelled_note(subset), overlap_note(pixels)]
+    _write_results(spec, out, stages, inits, results, notes)
     if spec.plots:
         first = inits[0].finetune_config
         _plot(spec, out, inits, first, ft_opts[first], list(pretrains))
@@ -335,20 +378,25 @@ def _train_stage(
     threads = spec.threads if threads is None else threads
 
     def train() -> Dict:
-        run_training(config, output_dir, opts, log_path, threads, launch_args=spec.launch_args)
+        # a trusted checkpoint init is read unrestricted by the fine-tune too
+        launch = [*spec.launch_args, *(["--trust-pickle"] if spec.trust_pickle else [])]
+        run_training(config, output_dir, opts, log_path, threads, launch_args=launch)
         return identity
 
     return stages.run(stage, train)
 
 
 def _shown(path: str) -> str:
-    """``path`` relative to the repository when it is inside it (as a reader would type it)."""
-    full = os.path.abspath(path)
-    return os.path.relpath(full, REPO_ROOT) if full.startswith(REPO_ROOT + os.sep) else path
+    """A shipped config as ``configs/<relative path>`` (as a reader would type it), else
+    ``path``."""
+    from soco_d2.model_zoo import shipped_config_name
+
+    return shipped_config_name(path) or path
 
 
 def _write_results(
-    spec: PipelineSpec, out: str, stages: StageRunner, inits: Sequence[Init], results: Dict
+    spec: PipelineSpec, out: str, stages: StageRunner, inits: Sequence[Init], results: Dict,
+    notes: Sequence[str] = (),
 ) -> None:
     from soco_d2.utils.io import atomic_write, write_json_atomic
     from soco_d2.utils.results import format_console, results_table
@@ -366,7 +414,8 @@ def _write_results(
         f"`{_shown(c)}`" for c in dict.fromkeys(i.finetune_config for i in inits)
     )
     with atomic_write(os.path.join(out, "results.md"), "w") as f:
-        f.write(f"# Transfer results\n\nFine-tune configs: {configs}\n\n{table}")
+        f.write(f"# Transfer results\n\nFine-tune configs: {configs}\n\n")
+        f.write("".join(f"{note}\n\n" for note in notes) + table)
     print(format_console(results, baselines=baselines), flush=True)
 
 
@@ -391,7 +440,7 @@ def _selective_search(spec: PipelineSpec, proposals: Tuple[str, str], logs: str)
     image_dir, cache = proposals
     if os.path.exists(cache):
         return {"cache": cache, "reused": True}
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "selective_search.py")]
+    cmd = [sys.executable, "-m", "soco_d2.tools.selective_search"]
     cmd += ["--input", image_dir, "--output", cache, *spec.selective_search_args]
     stdout = run_command(cmd, f"{logs}/proposals.log", spec.threads)
     summary = {}

@@ -7,7 +7,8 @@ Inits (``PipelineSpec.inits``), one fine-tune per init and seed:
 - ``NAME``: the pretraining ``PipelineSpec.pretrains[NAME]`` of this run, converted;
 - ``NAME=CHECKPOINT``: a pretraining checkpoint converted with ``soco_d2.checkpoint``, or
   detectron2 weights (a ``.pkl`` with ``__author__``, or a ``detectron2://`` / ``https://`` URL)
-  used as they are.
+  used as they are. Each is read without running pickled code (``soco_d2.checkpoint.load``)
+  before any stage; ``PipelineSpec.trust_pickle`` reads one that needs more.
 
 Names are ``[A-Za-z0-9_-]+``; a name means one thing per run (a pretraining, a checkpoint or
 random weights), so every clash is an error raised by :func:`resolve_inits` before any stage.
@@ -15,7 +16,7 @@ random weights), so every clash is an error raised by :func:`resolve_inits` befo
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from soco_d2.checkpoint import GROUPS, check_groups
 
@@ -49,10 +50,14 @@ class PipelineSpec:
         unlabeled: image folder every pretraining trains on (registered as a folder dataset).
         train / test: fine-tune train / test set: a registered dataset name, or a registration
             spec ``coco:JSON:IMAGES`` / ``voc:DIR:SPLIT[:CLASS1,CLASS2,...]``.
+        train_subset: the low-label protocol (``--train-subset``): every fine-tune trains on N
+            images (an integer >= 1, or its string) or a fraction in (0, 1] of the train set,
+            one subset for every init and seed (soco_d2/pipeline/subset.py); None: all of it.
+        subset_seed: the seed that draws that subset (``--subset-seed``), not a fine-tune seed.
         demo_data: keyword arguments of ``generate_demo_dataset`` (None: no data stage).
         proposals: ``(image dir, cache path)`` for selective search (None: none, or the one
             ``unlabeled`` implies); it runs only when a pretraining's mapper uses proposals.
-        selective_search_args: extra flags of tools/selective_search.py.
+        selective_search_args: extra flags of ``soco_d2.tools.selective_search``.
         transfer: the groups of ``soco_d2.checkpoint.GROUPS`` the conversions keep (a group a
             checkpoint does not have is left at its initialisation, not an error).
         launch_args: detectron2 launch flags passed to every training (``--num-gpus N
@@ -65,6 +70,9 @@ class PipelineSpec:
             (docs/benchmarks.md). Above 1 it excludes ``launch_args`` (each training would
             take every device).
         plots: draw PNG plots at the end.
+        trust_pickle: read ``NAME=CHECKPOINT`` files with unrestricted unpickling, which runs
+            any code a file names (``--trust-pickle``); by default a file holding more than
+            weights is refused before any stage.
     """
 
     output: str
@@ -78,6 +86,8 @@ class PipelineSpec:
     unlabeled: Optional[str] = None
     train: Optional[str] = None
     test: Optional[str] = None
+    train_subset: Optional[Union[int, float, str]] = None
+    subset_seed: int = 0
     demo_data: Optional[Dict] = None
     proposals: Optional[Tuple[str, str]] = None
     selective_search_args: List[str] = field(default_factory=list)
@@ -86,6 +96,7 @@ class PipelineSpec:
     threads: int = 2
     jobs: int = 1
     plots: bool = True
+    trust_pickle: bool = False
 
 
 class Init(NamedTuple):
@@ -158,6 +169,10 @@ def resolve_inits(spec: PipelineSpec) -> List[Init]:
     _pairs(spec.finetune_opts, "finetune opts")
     if not spec.seeds:
         raise ValueError("seeds: at least one fine-tune seed is needed")
+    if spec.train_subset is not None:
+        from .subset import parse_subset
+
+        parse_subset(spec.train_subset)
     if spec.threads < 1 or spec.jobs < 1:
         raise ValueError(f"threads ({spec.threads}) and jobs ({spec.jobs}) must be at least 1")
     if spec.jobs > 1 and spec.launch_args:

@@ -2,8 +2,8 @@
 
 A stage is a named function run at most once per output directory: its done-marker
 (``DIR/.done/<stage>.json``, written atomically after the function returned) makes every later
-call skip it. Training runs as a subprocess of ``tools/train_net.py --resume``, so a stage
-killed half-way continues from its last checkpoint when it is run again. A command stops with
+call skip it. Training runs as a subprocess (``python -m soco_d2.tools.train_net --resume``),
+so a stage killed half-way continues from its last checkpoint when it is run again. A command stops with
 the pipeline however the pipeline ends: on Ctrl-C or SIGTERM the pipeline stops its process
 group; after a SIGKILL the command notices on its own (``soco_d2.utils.parent``), and the next
 run stops anything still recorded as running (:func:`stop_orphans`).
@@ -23,7 +23,6 @@ from soco_d2.utils import parent
 from soco_d2.utils.io import write_json_atomic
 
 __all__ = [
-    "REPO_ROOT",
     "StageRunner",
     "evaluate",
     "exit_on_sigterm",
@@ -34,9 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 class StageRunner:
     """Runs named stages once: a stage with a done-marker is skipped, every event is logged.
@@ -347,7 +343,7 @@ def run_training(
     threads: int = 2,
     launch_args: Sequence[str] = (),
 ) -> None:
-    """Train with ``tools/train_net.py --resume`` (continues from OUTPUT_DIR's last checkpoint).
+    """Train with ``python -m soco_d2.tools.train_net --resume`` (continues from OUTPUT_DIR's last checkpoint).
 
     Args:
         config: YAML config.
@@ -357,7 +353,7 @@ def run_training(
         threads: OMP/MKL threads of the subprocess.
         launch_args: detectron2's launch flags (``--num-gpus 8 --num-machines 2 ...``).
     """
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--resume"]
+    cmd = [sys.executable, "-m", "soco_d2.tools.train_net", "--resume"]
     cmd += [*launch_args, "--config-file", config, "OUTPUT_DIR", output_dir, *opts]
     run_command(cmd, log_path, threads)
 
@@ -369,12 +365,11 @@ def evaluate(config: str, opts: Sequence[str], weights: str, output_dir: str) ->
         the evaluator's dict, e.g. ``{"bbox": {"AP": ...}, "segm": {...}}``; the COCO evaluator
         also writes ``output_dir/inference/coco_instances_results.json``.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-
+    from soco_d2.checkpoint import RestrictedCheckpointer
     from soco_d2.engine import Trainer, load_cfg
 
     cfg = load_cfg(config, [*opts, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", output_dir])
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    RestrictedCheckpointer(model).load(weights)
     results = Trainer.test(cfg, model)
     return {k: dict(v) if isinstance(v, dict) else v for k, v in results.items()}

@@ -13,13 +13,15 @@ from .io import write_json_atomic  # re-exported: callers import it from here
 
 __all__ = [
     "METRICS",
+    "MIN_SEEDS",
     "TASKS",
-    "compare",
+    "VERDICT_RULE",
     "format_console",
     "methods_table",
+    "paired_compare",
+    "paired_verdict",
     "results_table",
     "summarize",
-    "verdict",
     "write_json_atomic",
 ]
 
@@ -57,41 +59,83 @@ def summarize(results: Mapping[str, Mapping[str, Mapping]]) -> Dict[str, Dict[st
     return out
 
 
-def compare(summary: Mapping, init: str, baseline: str, task: str = "bbox") -> Optional[Dict]:
-    """AP difference of ``init`` over ``baseline`` and whether it exceeds twice the seed std.
+# Seeds a verdict needs: fewer give a mean difference but no call.
+MIN_SEEDS = 3
+
+VERDICT_RULE = (
+    "Verdict (box AP against the init's baseline, paired by seed): for every seed s that both "
+    "ran, d_s = AP(init, seed s) - AP(baseline, seed s), where seed s of every init is the same "
+    "fine-tune seed (cfg.SEED: the same labelled images, in the same order, with the same "
+    "augmentation draws); **ahead** when the mean of the d_s exceeds twice their sample std "
+    "(ddof=1), **behind** when it is below minus twice it, **within** otherwise; with fewer than "
+    f"{MIN_SEEDS} paired seeds, no verdict."
+)
+
+
+def _value(run: Mapping, task: str, metric: str) -> Optional[float]:
+    v = run.get(task, {}).get(metric)
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def paired_compare(
+    results: Mapping[str, Mapping[str, Mapping]],
+    init: str,
+    baseline: str,
+    task: str = "bbox",
+    metric: str = "AP",
+) -> Optional[Dict]:
+    """Per-seed differences of ``init`` over ``baseline`` and the verdict of
+    :data:`VERDICT_RULE`.
+
+    Args:
+        results: ``{init: {seed name: {task: {metric: value}}}}``.
+        init / baseline: two keys of ``results``.
+        task / metric: what is compared (box AP by default).
 
     Returns:
-        ``{"delta", "two_std", "significant", "seeds"}``: ``seeds`` is the smaller seed count
-        of the two; with fewer than two seeds there is no spread estimate, and ``two_std`` and
-        ``significant`` are None. ``two_std`` uses the larger of the two stds; ``significant``
-        is ``|delta| > two_std``, a loss as much as a gain (the sign of ``delta`` says which).
-        None when either has no AP for ``task``.
+        ``{"seeds", "diffs", "n", "mean", "std", "verdict"}`` over the seed names both have a
+        finite value for, in ``init``'s order: ``std`` is the sample std (None for one seed),
+        ``verdict`` "ahead", "behind", "within", or None below :data:`MIN_SEEDS` seeds. None when
+        no seed is shared.
     """
-    try:
-        a, b = summary[init][task]["AP"], summary[baseline][task]["AP"]
-    except KeyError:
+    a, b = results.get(init, {}), results.get(baseline, {})
+    seeds = [
+        s for s in a
+        if s in b and _value(a[s], task, metric) is not None
+        and _value(b[s], task, metric) is not None
+    ]
+    if not seeds:
         return None
-    delta = a["mean"] - b["mean"]
-    seeds = min(a["n"], b["n"])
-    if seeds < 2:
-        return {"delta": delta, "two_std": None, "significant": None, "seeds": seeds}
-    two_std = 2.0 * max(a["std"], b["std"])
-    return {"delta": delta, "two_std": two_std, "significant": abs(delta) > two_std,
-            "seeds": seeds}
+    diffs = [_value(a[s], task, metric) - _value(b[s], task, metric) for s in seeds]
+    n, mean = len(diffs), float(np.mean(diffs))
+    std = float(np.std(diffs, ddof=1)) if n > 1 else None
+    call = None
+    if n >= MIN_SEEDS:
+        if mean > 2.0 * std and mean > 0:
+            call = "ahead"
+        elif mean < -2.0 * std:
+            call = "behind"
+        else:
+            call = "within"
+    return {"seeds": seeds, "diffs": diffs, "n": n, "mean": mean, "std": std, "verdict": call}
 
 
-def verdict(c: Optional[Mapping]) -> str:
-    """One line for a :func:`compare` result, e.g. ``+1.88 (ahead by more than twice the seed
-    std, 1.28)``, ``-9.61 (behind by more than twice the seed std, 1.64)``, ``+0.75 (not more
-    than twice the seed std, 2.02)`` or ``+0.70 (one seed: no spread estimate)``."""
+def paired_verdict(c: Optional[Mapping]) -> str:
+    """One cell for a :func:`paired_compare` result: the mean difference, +- the std of the
+    differences, and the call, e.g. ``+2.50 +- 0.22: ahead (3 seeds)``, ``-2.87 +- 1.27: behind
+    (3 seeds)``, ``+2.60 +- 1.57: within (3 seeds)`` or ``+1.50 +- 0.71: no verdict (2 seeds; 3
+    needed)``; ``-`` for None."""
     if c is None:
         return "-"
-    if c["significant"] is None:
-        return f"{c['delta']:+.2f} (one seed: no spread estimate)"
-    if not c["significant"]:
-        return f"{c['delta']:+.2f} (not more than twice the seed std, {c['two_std']:.2f})"
-    side = "ahead" if c["delta"] > 0 else "behind"
-    return f"{c['delta']:+.2f} ({side} by more than twice the seed std, {c['two_std']:.2f})"
+    text = f"{c['mean']:+.2f}" + (f" +- {c['std']:.2f}" if c["std"] is not None else "")
+    return f"{text}: {_call(c)}"
+
+
+def _call(c: Mapping) -> str:
+    n = c["n"]
+    if c["verdict"] is None:
+        return f"no verdict ({n} seed{'s' if n != 1 else ''}; {MIN_SEEDS} needed)"
+    return f"{c['verdict']} ({n} seeds)"
 
 
 def _default_baselines(inits: Sequence[str]) -> Dict[str, str]:
@@ -109,7 +153,8 @@ def methods_table(
     detectors: Optional[Mapping[str, str]] = None,
 ) -> str:
     """The comparison: one row per init with box and mask AP (mean +- std over seeds), the
-    pretraining wall time and the box-AP verdict against its scratch baseline.
+    pretraining wall time and the paired box-AP verdict against its scratch baseline
+    (:func:`paired_verdict`).
 
     Args:
         results: ``{init: {seed name: {task: {metric: value}}}}``.
@@ -132,9 +177,11 @@ def methods_table(
         cells += [_cell(tasks.get(t, {}).get("AP")) for t in TASKS]
         cells.append(_minutes(pretrain_seconds.get(init)))
         base = baselines.get(init)
-        c = compare(summary, init, base) if base in summary else None
+        c = paired_compare(results, init, base) if base in results else None
         # a baseline other than plain scratch (e.g. scratch_vit) is named in its cell
-        cells.append(verdict(c) + (f" vs {base}" if c is not None and base != "scratch" else ""))
+        cells.append(
+            paired_verdict(c) + (f" vs {base}" if c is not None and base != "scratch" else "")
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -145,13 +192,16 @@ def results_table(
     pretrain_seconds: Optional[Mapping[str, Optional[float]]] = None,
     detectors: Optional[Mapping[str, str]] = None,
 ) -> str:
-    """Markdown: :func:`methods_table`, then every metric as mean +- std per init and per run.
+    """Markdown: :func:`methods_table`, the verdict rule and the per-seed box-AP differences
+    behind each verdict, then every metric as mean +- std per init and per run.
 
     Arguments are those of :func:`methods_table`.
     """
     summary = summarize(results)
+    baselines = _default_baselines(list(results)) if baselines is None else baselines
     lines: List[str] = ["### Methods", "", methods_table(results, baselines, pretrain_seconds,
                                                            detectors), ""]
+    lines += _paired_section(results, baselines)
     cols = [f"{t} {m}" for t in TASKS for m in METRICS]
     sections = (("Mean +- std over seeds", _mean_rows(summary)), ("Per run", _run_rows(results)))
     for title, rows in sections:
@@ -160,6 +210,26 @@ def results_table(
         lines += rows
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _paired_section(results: Mapping, baselines: Mapping[str, str]) -> List[str]:
+    """The rule, then one row per compared init: its box-AP difference at every seed."""
+    pairs = [(i, b, paired_compare(results, i, b)) for i, b in baselines.items()
+             if i in results and b in results]
+    pairs = [p for p in pairs if p[2] is not None]
+    lines = ["### Paired differences (box AP, init - baseline, per seed)", "", VERDICT_RULE, ""]
+    if not pairs:
+        return lines + ["No init has a baseline with a seed in common.", ""]
+    seeds = list(dict.fromkeys(s for _, _, c in pairs for s in c["seeds"]))
+    head = ["init - baseline", *seeds, "mean", "std", "verdict"]
+    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for init, base, c in pairs:
+        by_seed = dict(zip(c["seeds"], c["diffs"]))
+        cells = [f"{by_seed[s]:+.2f}" if s in by_seed else "-" for s in seeds]
+        std = "-" if c["std"] is None else f"{c['std']:.2f}"
+        row = [f"{init} - {base}", *cells, f"{c['mean']:+.2f}", std, _call(c)]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
 
 
 def _cell(values: Optional[Mapping]) -> str:
@@ -198,7 +268,7 @@ def format_console(
     baselines: Optional[Mapping[str, str]] = None,
 ) -> str:
     """A narrow table for the terminal: box and mask AP per init, mean +- std, then one
-    verdict line per compared init (``baselines`` as in :func:`methods_table`)."""
+    paired verdict line per compared init (``baselines`` as in :func:`methods_table`)."""
     summary = summarize(results)
     head = f"{'init':<12}" + "".join(f"{'box ' + m:>16}" for m in metrics)
     head += "".join(f"{'mask ' + m:>16}" for m in metrics)
@@ -211,7 +281,7 @@ def format_console(
         lines.append(row)
     baselines = _default_baselines(list(results)) if baselines is None else baselines
     for init, base in baselines.items():
-        c = compare(summary, init, base) if init in summary and base in summary else None
+        c = paired_compare(results, init, base) if init in results and base in results else None
         if c is not None:
-            lines.append(f"{init} vs {base}, box AP: {verdict(c)}")
+            lines.append(f"{init} vs {base}, box AP, paired by seed: {paired_verdict(c)}")
     return "\n".join(lines)

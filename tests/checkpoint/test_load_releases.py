@@ -13,7 +13,7 @@ import torch
 
 from soco_d2.checkpoint import convert_checkpoint, read_checkpoint
 from soco_d2.pipeline.run import _is_detectron2_weights
-from soco_d2.pipeline.stages import REPO_ROOT
+from _paths import REPO_ROOT
 
 from _fixtures import (
     build_detector,

@@ -6,7 +6,7 @@ import torch
 
 from soco_d2.engine.trainer import Trainer
 from soco_d2.pipeline.run import load_config
-from soco_d2.pipeline.stages import REPO_ROOT
+from _paths import REPO_ROOT
 
 _800 = os.path.join(REPO_ROOT, "configs/demo/mask_rcnn_R18_FPN_demo_800it.yaml")
 

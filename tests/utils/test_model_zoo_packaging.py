@@ -2,14 +2,12 @@
 import glob
 import importlib.util
 import os
-import shutil
-import subprocess
-import sys
 import zipfile
 
 import pytest
 
 from soco_d2.model_zoo import config_dirs, get_config_file
+from _wheel import build_wheel
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,20 +27,7 @@ def _requires(metadata: str):
 
 
 def test_wheel_ships_configs_and_no_torch_or_detectron2(tmp_path):
-    # Build from a copy, so the checkout gets no build/ or egg-info folder.
-    src = tmp_path / "src"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    shutil.copytree(os.path.join(REPO, "soco_d2"), src / "soco_d2", ignore=ignore)
-    shutil.copytree(os.path.join(REPO, "configs"), src / "configs", ignore=ignore)
-    for f in ("setup.py", "MANIFEST.in", "requirements.txt", "requirements.in"):
-        shutil.copy(os.path.join(REPO, f), src / f)
-    out = tmp_path / "whl"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(src)],
-        check=True, capture_output=True, timeout=300,
-    )
-    (wheel,) = glob.glob(str(out / "soco_d2-*.whl"))
+    wheel = build_wheel(str(tmp_path))
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
