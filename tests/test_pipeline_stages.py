@@ -522,8 +522,9 @@ def test_a_record_of_a_running_pipeline_is_an_error_not_a_kill(tmp_path):
 
 
 def test_stale_records_stop_nothing(tmp_path):
-    """A record whose pid now names another process (different start time), or whose command
-    has ended, is removed without a signal sent; a finished command leaves no record."""
+    """A command lock nobody holds (its command ended, whatever pid it names, even one now
+    used by another live process, or an unreadable one) is removed without a signal sent; a
+    finished command leaves no lock file."""
     import subprocess
     import sys
 
@@ -533,13 +534,7 @@ def test_stale_records_stop_nothing(tmp_path):
 
     other = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        ticks = stages_mod._start_ticks(other.pid)
-        dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
-        dead_owner.wait()
-        for name, pid, t in (("reused", other.pid, ticks + 1), ("ended", dead_owner.pid, 1)):
-            (logs / f"{name}.log.running").write_text(json.dumps(
-                {"pid": pid, "ticks": t, "owner": dead_owner.pid, "owner_ticks": 1,
-                 "cmd": ["x"]}))
+        (logs / "reused.log.running").write_text(json.dumps({"pid": other.pid, "cmd": ["x"]}))
         (logs / "broken.log.running").write_text("{")
         assert stages_mod.stop_orphans(str(logs)) == []
         assert _alive(other.pid)
@@ -547,6 +542,29 @@ def test_stale_records_stop_nothing(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_second_pipeline_in_one_output_directory_is_refused(tmp_path, fake):
+    """run_pipeline holds the output lock for its lifetime: another process running a pipeline
+    into the same output directory is refused before any stage, naming the first."""
+    import subprocess
+    import sys
+
+    logs = tmp_path / "out" / "logs"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom soco_d2.pipeline import processes\n"
+        f"processes.claim_output({str(logs)!r})\nprint('held', flush=True)\ntime.sleep(300)\n"
+    )], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=f"another pipeline \\(pid {holder.pid}\\)"):
+            run_pipeline(_spec(tmp_path, inits=["scratch"]))
+        assert fake.calls == []
+    finally:
+        holder.kill()
+        holder.wait()
+    run_pipeline(_spec(tmp_path, inits=["scratch"]))  # its lock went with it
+    assert fake.calls
 
 
 def test_a_detectron2_weights_file_is_used_as_is_and_read_safely(tmp_path):

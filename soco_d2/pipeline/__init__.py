@@ -6,7 +6,8 @@ Output layout (``DIR`` = ``PipelineSpec.output``)::
     DIR/pipeline.jsonl                       one line per stage started, finished, failed, skipped
     DIR/.done/<stage>.json                   done-markers, written atomically after a stage
     DIR/logs/<stage>.log                     stdout+stderr of subprocess stages
-    DIR/logs/<stage>.log.running             pid of the command running now (stop_orphans)
+    DIR/logs/<stage>.log.running             lock of the command running now (processes.py)
+    DIR/logs/.pipeline.lock                  held by the pipeline running in DIR
     DIR/data/train_subset.json               the labelled subset (``--train-subset``): set, N of
                                              total, subset seed, image ids and file names
     DIR/data/<train>_subset<N>_s<S>.json     its COCO json, what every fine-tune trains on
