@@ -14,10 +14,10 @@ with warnings.catch_warnings():
     import detectron2.modeling  # noqa: F401
     import fvcore.nn  # noqa: F401
 
-from .config import add_soco_config, add_ssl_config  # noqa: E402
+from .config import add_ssl_config  # noqa: E402
 from . import data  # noqa: F401,E402  (registers datasets)
 from . import modeling  # noqa: F401,E402  (registers meta-architectures and heads)
 from . import finetune  # noqa: F401,E402  (registers fine-tuning heads: Res5ROIHeadsExtraNorm)
 
 __version__ = "0.1.0"
-__all__ = ["add_soco_config", "add_ssl_config"]
+__all__ = ["add_ssl_config"]

@@ -7,8 +7,9 @@ adds its own namespace (``MODEL.SOCO`` / ``INPUT.SOCO`` in ``modeling/meta_arch/
 read, not copied (ROI pooler resolution / type / sampling ratio in ``MODEL.ROI_BOX_HEAD``, pooled
 features in ``MODEL.ROI_HEADS.IN_FEATURES``).
 
-Keys that moved out of ``*.SOCO.*`` are registered as renamed: a config that still uses one
-fails with yacs' "Key ... was renamed to ...; please update your config" naming the new place.
+This module imports nothing else of soco_d2: the methods import it to register, and
+``import soco_d2`` (which imports ``soco_d2.modeling``) has registered all of them before any
+caller can reach :func:`add_ssl_config`.
 
 Every key has a one-line comment: meaning, then allowed values.
 """
@@ -16,7 +17,7 @@ from typing import Callable, List
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_ssl_config", "add_soco_config", "get_ssl_cfg", "register_method_config"]
+__all__ = ["add_ssl_config", "get_ssl_cfg", "register_method_config"]
 
 _METHOD_CONFIGS: List[Callable[[CN], None]] = []
 
@@ -28,56 +29,19 @@ def register_method_config(fn: Callable[[CN], None]) -> Callable[[CN], None]:
     return fn
 
 
-# old key -> new key, for the error a migrated config would otherwise get ("Non-existent key").
-RENAMED_KEYS = {
-    "MODEL.SOCO.MOMENTUM": "MODEL.SSL.MOMENTUM",
-    "MODEL.SOCO.MLP_HIDDEN_DIM": "MODEL.SSL.MLP_HIDDEN_DIM",
-    "MODEL.SOCO.MLP_OUT_DIM": "MODEL.SSL.MLP_OUT_DIM",
-    "MODEL.SOCO.MLP_NORM": "MODEL.SSL.MLP_NORM",
-    "MODEL.SOCO.CHANNELS_LAST": "MODEL.SSL.CHANNELS_LAST",
-    "MODEL.SOCO.ZERO_INIT_RESIDUAL": "MODEL.SSL.ZERO_INIT_RESIDUAL",
-    "MODEL.SOCO.IN_FEATURES": "MODEL.ROI_HEADS.IN_FEATURES",
-    "MODEL.SOCO.POOLER_RESOLUTION": "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
-    "MODEL.SOCO.POOLER_SAMPLING_RATIO": "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",
-    "MODEL.SOCO.POOLER_TYPE": "MODEL.ROI_BOX_HEAD.POOLER_TYPE",
-    "INPUT.SOCO.VIEW_SIZES": "INPUT.SSL.VIEW_SIZES",
-    "INPUT.SOCO.CROP_SCALE": "INPUT.SSL.CROP_SCALE",
-    "INPUT.SOCO.CROP_RATIO": "INPUT.SSL.CROP_RATIO",
-    "INPUT.SOCO.COLOR_JITTER": "INPUT.SSL.COLOR_JITTER",
-    "INPUT.SOCO.COLOR_JITTER_PROB": "INPUT.SSL.COLOR_JITTER_PROB",
-    "INPUT.SOCO.GRAYSCALE_PROB": "INPUT.SSL.GRAYSCALE_PROB",
-    "INPUT.SOCO.BLUR_PROB": "INPUT.SSL.BLUR_PROB",
-    "INPUT.SOCO.BLUR_SIGMA": "INPUT.SSL.BLUR_SIGMA",
-    "INPUT.SOCO.SOLARIZE_PROB": "INPUT.SSL.SOLARIZE_PROB",
-    "INPUT.SOCO.FLIP_PROB": "INPUT.SSL.FLIP_PROB",
-    "DATASETS.SOCO": "DATASETS.SSL",
-    "DATASETS.SOCO.PROPOSAL_CACHES": "DATASETS.SSL.PROPOSAL_CACHES",
-    "DATASETS.SOCO.REGISTER": "DATASETS.SSL.REGISTER",
-}
-
-
 def add_ssl_config(cfg: CN) -> CN:
     """Add soco_d2's keys (shared, then every registered method's) to ``cfg``, in place.
 
     Safe to call twice. Returns ``cfg`` for chaining.
     """
-    # The methods register their namespaces when their modules are imported.
-    from . import modeling  # noqa: F401
-
     if not hasattr(cfg.MODEL, "SSL"):
         _add_model_config(cfg)
         _add_input_config(cfg)
         _add_dataset_config(cfg)
         _add_solver_config(cfg)
-        for old, new in RENAMED_KEYS.items():
-            cfg.register_renamed_key(old, new, f"soco_d2 moved {old} to {new}")
     for fn in _METHOD_CONFIGS:
         fn(cfg)
     return cfg
-
-
-# One name per method keeps user code of the style `add_<method>_config(cfg)` working.
-add_soco_config = add_ssl_config
 
 
 def get_ssl_cfg() -> CN:
@@ -137,6 +101,9 @@ def _add_input_config(cfg: CN) -> None:
     _C.INPUT.SSL.SOLARIZE_PROB = [0.0, 0.2, 0.2]
     # Horizontal flip probability (independent per view).
     _C.INPUT.SSL.FLIP_PROB = 0.5
+    # Decode a JPEG much larger than the views at 1/2, 1/4 or 1/8 size when every view's source
+    # region stays at least view-sized (soco_d2/data/decode.py); only the resampling changes.
+    _C.INPUT.SSL.DRAFT_DECODE = True
 
 
 def _add_dataset_config(cfg: CN) -> None:

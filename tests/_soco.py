@@ -1,16 +1,14 @@
-"""Tiny SoCo configs and random inputs for tests and smoke checks (CPU, seconds).
+"""Tiny SoCo configs and random inputs for the tests (CPU, seconds).
 
 ``tiny_soco_cfg()`` gives an R-18 SoCo config with small widths; ``random_soco_batch(cfg)``
-gives inputs shaped like ``SoCoDatasetMapper``'s outputs for it. Reusable by any test that needs a SoCo model.
+gives inputs shaped like ``SoCoDatasetMapper``'s outputs for it, without reading images.
 """
 from typing import List, Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
 
-from ..config import add_ssl_config
-
-__all__ = ["tiny_soco_cfg", "random_soco_batch"]
+from soco_d2.config import add_ssl_config
 
 
 def tiny_soco_cfg(

@@ -1,8 +1,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from detectron2.config import get_cfg
 
 import soco_d2
@@ -17,27 +15,6 @@ def test_add_ssl_config_is_idempotent_and_complete():
     assert cfg.MODEL.SSL.MOMENTUM == 0.5
     assert list(cfg.MODEL.SOCO.LEVEL_RANGES) == [48, 96, 192]
     assert cfg.SOLVER.OPTIMIZER == "SGD"
-
-
-@pytest.mark.parametrize(
-    "old,new",
-    [("MODEL.SOCO.MOMENTUM", "MODEL.SSL.MOMENTUM"),
-     ("INPUT.SOCO.VIEW_SIZES", "INPUT.SSL.VIEW_SIZES"),
-     ("MODEL.SOCO.POOLER_RESOLUTION", "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION"),
-     ("DATASETS.SOCO.REGISTER", "DATASETS.SSL.REGISTER")],
-)
-def test_a_moved_key_names_its_new_place(tmp_path, old, new):
-    cfg = soco_d2.config.get_ssl_cfg()
-    with pytest.raises(KeyError, match=new.replace(".", r"\.")):
-        cfg.merge_from_list([old, "1"])
-    # the same from a YAML file, the way a user's old config meets it
-    parts = old.split(".")
-    text = "".join("  " * i + p + ":\n" for i, p in enumerate(parts[:-1]))
-    text += "  " * (len(parts) - 1) + parts[-1] + ": 1\n"
-    (tmp_path / "old.yaml").write_text(text)
-    # a whole moved node (DATASETS.SOCO) is named by its new node (DATASETS.SSL)
-    with pytest.raises(KeyError, match=".".join(new.split(".")[:2]).replace(".", r"\.")):
-        soco_d2.config.get_ssl_cfg().merge_from_file(str(tmp_path / "old.yaml"))
 
 
 def test_collect_env_reports_compiled_ops():

@@ -40,8 +40,8 @@ def test_presets_and_overrides(cli, tmp_path):
 def test_pretrain_flags_and_name_clashes(cli):
     spec = cli("--pretrain", f"a={PRE}", "--pretrain", f"b-2={PRE}", "--finetune-config", FT)
     assert spec.pretrains == {"a": PRE, "b-2": PRE} and spec.inits == []  # all + scratch
-    old = cli("--pretrain-config", PRE, "--finetune-config", FT, "--inits", "soco,scratch")
-    assert old.pretrains == {"soco": PRE}
+    with pytest.raises(SystemExit):  # no method is the default: every pretraining is named
+        cli("--pretrain-config", PRE, "--finetune-config", FT)
     with pytest.raises(SystemExit, match="no pretraining is named 'soco'"):
         cli("--finetune-config", FT, "--inits", "soco,scratch")
     with pytest.raises(SystemExit, match="already names a pretraining"):

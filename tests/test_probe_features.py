@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from soco_d2.data.demo import generate_demo_dataset
 from soco_d2.data.datasets import register_dataset_spec
 from soco_d2.engine import load_cfg
-from soco_d2.utils.probe import effective_rank, probe_weights, ridge_probe
+from soco_d2.evaluation.probe import effective_rank, probe_weights, ridge_probe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

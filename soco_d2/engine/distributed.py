@@ -128,7 +128,7 @@ def convert_sync_batchnorm_for_cpu(model: nn.Module) -> nn.Module:
     """Replace every ``nn.SyncBatchNorm`` in ``model`` by a :class:`CPUSyncBatchNorm`.
 
     Args:
-        model: any module (a SoCo model with its target, a detector, an MLP head).
+        model: any module (a pretraining model with its EMA target, a detector, an MLP head).
 
     Returns:
         ``model`` itself, changed in place (a bare ``nn.SyncBatchNorm`` is returned converted).

@@ -32,10 +32,10 @@ class TargetEMAHook(HookBase):
     """After each optimizer step, move the target network towards the online one.
 
     Calls ``model.update_target(m)`` with ``m = momentum_fn(iter, max_iter)``, by default the
-    model's own schedule ``model.target_momentum`` (``soco_d2.modeling.SSLMetaArch``: constant or
-    cosine from MODEL.SSL.MOMENTUM). It depends only on the iteration, so a resumed run gets the
-    same momenta. Register it before the periodic checkpointer so each checkpoint holds the
-    target after that iteration's update.
+    model's own schedule ``model.target_momentum`` (``soco_d2.modeling.EMATargetMetaArch``:
+    constant or cosine from MODEL.SSL.MOMENTUM). It depends only on the iteration, so a resumed
+    run gets the same momenta. Register it before the periodic checkpointer so each checkpoint
+    holds the target after that iteration's update.
 
     Args:
         momentum_fn: ``(iteration, max_iter) -> float``; default the model's

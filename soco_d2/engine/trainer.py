@@ -5,10 +5,10 @@ It is detectron2's ``DefaultTrainer`` with these differences:
 - pretraining meta-architectures (registered classes with ``is_pretraining = True``, i.e.
   subclasses of ``soco_d2.modeling.SSLMetaArch``) read data through
   ``soco_d2.data.build.build_pretrain_loader`` (the mapper named by
-  ``INPUT.DATASET_MAPPER_NAME``), have no evaluation, and get the EMA target hook when the model
-  has ``update_target``; detectors use detectron2's loaders and an evaluator chosen by the test
-  set's ``evaluator_type`` metadata, after a check that the config's class count matches the
-  training set's;
+  ``INPUT.DATASET_MAPPER_NAME``), have no evaluation, get the weight-drift diagnostic, and get
+  the EMA target hook when the model has ``update_target`` (``EMATargetMetaArch``); detectors
+  use detectron2's loaders and an evaluator chosen by the test set's ``evaluator_type``
+  metadata, after a check that the config's class count matches the training set's;
 - a non-finite loss stops the run on every rank before the optimizer step, naming the
   iteration and the last good checkpoint (see ``train_loop.py``);
 - AMP in float16 or bfloat16 (SOLVER.AMP.DTYPE);
@@ -204,9 +204,10 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self) -> List[hooks.HookBase]:
         """DefaultTrainer's hooks, plus per-iteration seeding first, and for pretraining the EMA
-        target update before the periodic checkpointer (so checkpoints hold the updated target)
-        and the weight-drift measurement before the writers. SOLVER.CHECKPOINT_MAX_TO_KEEP > 0
-        bounds how many periodic checkpoints this run leaves (older ones it wrote are deleted)."""
+        target update (methods with a target) before the periodic checkpointer (so checkpoints
+        hold the updated target) and the weight-drift measurement before the writers.
+        SOLVER.CHECKPOINT_MAX_TO_KEEP > 0 bounds how many periodic checkpoints this run leaves
+        (older ones it wrote are deleted)."""
         ret = [h for h in super().build_hooks() if h is not None]
         keep = self.cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP
         if keep < 0:
@@ -218,11 +219,13 @@ class Trainer(DefaultTrainer):
                     h.max_to_keep = keep  # fvcore's PeriodicCheckpointer deletes older files
         if self.cfg.SEED >= 0:
             ret.insert(0, IterationSeedHook(self.cfg.SEED))
-        if hasattr(unwrap_model(self.model), "update_target"):
+        has_target = hasattr(unwrap_model(self.model), "update_target")
+        if has_target or is_pretraining(self.cfg):
             # Right after LRScheduler, before PreciseBN / checkpointer / eval / writers.
             at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
-            ret.insert(at, TargetEMAHook())
-            ret.insert(at + 1, WeightDriftHook(period=20))
+            ret.insert(at, WeightDriftHook(period=20))
+            if has_target:  # EMATargetMetaArch; a method without a target gets no EMA hook
+                ret.insert(at, TargetEMAHook())
         return ret
 
     # ---------------------------------------------------------------- loop

@@ -6,14 +6,12 @@ to the accuracy it reports the effective rank of the standardized box features a
 L2 norm: a pretraining that degenerated shows a collapsed rank or a box head whose output is
 far larger than a random init's, which fine-tuning then has to undo.
 
-    from soco_d2.utils.probe import probe_weights
+    from soco_d2.evaluation.probe import probe_weights
     probe_weights(cfg, ["", "pretrain/model_converted.pkl"], "soco_demo_train", "soco_demo_val")
 """
-import argparse
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
-from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
@@ -25,7 +23,6 @@ __all__ = [
     "effective_rank",
     "build_with_weights",
     "probe_weights",
-    "weights_cli",
 ]
 
 
@@ -163,39 +160,3 @@ def probe_weights(
         }
         for tr, te in zip(x_train, x_test)
     ]
-
-
-def weights_cli(
-    description: str, config_help: str, argv: Optional[Sequence[str]] = None,
-    add_arguments=None,
-) -> Tuple[argparse.Namespace, CfgNode]:
-    """The command line the weight-checking tools share (``tools/probe_features.py``,
-    ``tools/sim_spectrum.py``): ``--config-file``, repeatable ``--weights`` ("" = random init),
-    ``--threads``, ``--trust-pickle`` and trailing ``KEY VALUE`` overrides; sets the thread count and loads the config.
-
-    Args:
-        description: the tool's one-line description.
-        config_help: what the config file is.
-        argv: arguments (default: ``sys.argv[1:]``).
-        add_arguments: called with the parser to add the tool's own flags.
-
-    Returns:
-        ``(args, cfg)``.
-    """
-    from soco_d2.engine import load_cfg
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config-file", required=True, help=config_help)
-    parser.add_argument("--weights", action="append", required=True,
-                        help="weights file; repeat to compare; '' = random init")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="read .pkl weights with unrestricted unpickling, which runs any code "
-                        "a file names (docs/checkpoints.md); only for files you trust")
-    if add_arguments is not None:
-        add_arguments(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return args, load_cfg(args.config_file, args.opts)

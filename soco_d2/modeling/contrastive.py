@@ -1,44 +1,17 @@
-"""InfoNCE with a queue of negatives, and the cross-process gather its keys need.
+"""InfoNCE against a queue of negatives.
 
 The MoCo v2 formulation, shared by MoCo, DenseCL and DetCo: for each query q its positive key
 k+ sits in column 0 of the logits, the queue's keys in columns 1..K; the loss is cross entropy
-with label 0 over ``[q.k+, q.queue] / T``.
+with label 0 over ``[q.k+, q.queue] / T``. Every process's keys reach the queue through
+``comm.concat_all_gather``.
 """
 from typing import Tuple
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 
 from .precision import at_least_float32
 
-__all__ = ["concat_all_gather", "info_nce_logits", "info_nce_loss", "world_size"]
-
-
-def world_size() -> int:
-    """Number of processes of the default group; 1 when torch.distributed is not in use."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-@torch.no_grad()
-def concat_all_gather(t: torch.Tensor) -> torch.Tensor:
-    """Every process's ``t`` concatenated along dim 0, in rank order; no gradient.
-
-    Args:
-        t: (B, ...) tensor, the same shape on every process.
-
-    Returns:
-        (world_size * B, ...) tensor; ``t`` itself in a single process.
-    """
-    n = world_size()
-    if n == 1:
-        return t
-    t = t.contiguous()
-    out = [torch.empty_like(t) for _ in range(n)]
-    dist.all_gather(out, t)
-    return torch.cat(out, dim=0)
+__all__ = ["info_nce_logits", "info_nce_loss"]
 
 
 def info_nce_logits(
@@ -84,7 +57,10 @@ def info_nce_loss(
     _check_info_nce(q, k, queue_keys, temperature)
     with torch.autocast(q.device.type, enabled=False):
         return _QueueInfoNCE.apply(
-            at_least_float32(q), at_least_float32(k), at_least_float32(queue_keys), float(temperature)
+            at_least_float32(q),
+            at_least_float32(k),
+            at_least_float32(queue_keys),
+            float(temperature),
         )
 
 

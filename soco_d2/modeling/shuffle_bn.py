@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .contrastive import concat_all_gather, world_size
+from .comm import concat_all_gather, get_world_size
 
 __all__ = ["batch_shuffle", "batch_unshuffle", "SplitBatchNorm", "convert_to_split_batchnorm"]
 
@@ -35,7 +35,7 @@ def batch_shuffle(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         idx_unshuffle: (world_size * B,) long, the inverse permutation for
             :func:`batch_unshuffle` (identical on every process).
     """
-    n = world_size()
+    n = get_world_size()
     if n == 1:
         idx_shuffle = torch.randperm(x.shape[0], device=x.device)
         return x[idx_shuffle], torch.argsort(idx_shuffle)
@@ -58,7 +58,7 @@ def batch_unshuffle(x: torch.Tensor, idx_unshuffle: torch.Tensor) -> torch.Tenso
     Returns:
         (B, ...) outputs in the original order of this process's batch.
     """
-    n = world_size()
+    n = get_world_size()
     if n == 1:
         return x[idx_unshuffle]
     x_all = concat_all_gather(x)

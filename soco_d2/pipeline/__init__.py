@@ -26,7 +26,7 @@ Output layout (``DIR`` = ``PipelineSpec.output``)::
 Modules: ``spec.py`` (what to run, checks), ``data.py`` (data flags -> config overrides),
 ``subset.py`` (the low-label protocol's labelled subset), ``overlap.py`` (no test image in a
 pretraining pool), ``stages.py`` (markers, subprocesses), ``run.py`` (the order),
-``presets.py``.
+``plots.py`` (the PNGs of ``DIR/plots``), ``presets.py``.
 """
 from .data import finetune_data_opts, pretrain_data_opts, resolve_dataset
 from .presets import BENCH_METHODS, PRESETS, preset_from_rows

@@ -471,7 +471,7 @@ def _plot(
 ) -> None:
     """Best effort: a failed plot is logged, never fails a finished pipeline."""
     try:
-        from soco_d2.utils.plots import plot_pipeline
+        from .plots import plot_pipeline
 
         plot_pipeline(
             out, [i.name for i in inits], spec.seeds, config, opts, pretrains=pretrains,

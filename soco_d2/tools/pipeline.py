@@ -20,7 +20,7 @@ Installed, the command is ``soco-d2-pipeline`` (or ``python -m soco_d2.tools.pip
 Your own data, without config overrides: ``--unlabeled DIR`` (every pretraining trains on it;
 selective search runs if a method uses proposals), ``--train`` / ``--test`` as a registered
 dataset name or a spec ``coco:JSON:IMAGES`` / ``voc:DIR:SPLIT[:CLASS1,CLASS2,...]`` (class count
-and masks are read from the data). ``--pretrain-config C`` is ``--pretrain soco=C``.
+and masks are read from the data).
 
 The low-label protocol: ``--train-subset 12`` (or ``0.1``) fine-tunes every init at every seed
 on the same 12 images (a tenth) of the train set, drawn by ``--subset-seed`` (default 0) and
@@ -54,7 +54,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--pretrain", action="append", default=[], metavar="NAME=CONFIG",
                    help="a pretraining of this run (repeatable), fine-tuned as init NAME")
-    p.add_argument("--pretrain-config", help="same as --pretrain soco=CONFIG")
     p.add_argument("--finetune-config", action="append", default=[], metavar="[INIT=]CONFIG",
                    help="detector YAML of every init, or INIT=CONFIG for one init (repeatable)")
     p.add_argument("--inits", help="comma-separated: pretraining names, scratch, NAME=CHECKPOINT "
@@ -100,8 +99,7 @@ def _launch_args(args: argparse.Namespace) -> list:
 def _fields(args: argparse.Namespace) -> dict:
     fields = PRESETS[args.preset]() if args.preset else {}
     pretrains = dict(fields.get("pretrains", {}))
-    given = [("soco", args.pretrain_config)] if args.pretrain_config else []
-    given += [parse_named(text, "--pretrain") for text in args.pretrain]
+    given = [parse_named(text, "--pretrain") for text in args.pretrain]
     for name, config in given:
         pretrains[name] = resolve_config(config)
     fields["pretrains"] = pretrains

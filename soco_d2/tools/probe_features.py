@@ -11,7 +11,8 @@ a CPU for the demo data, against a fine-tune's: a check before spending one.
 import json
 
 import soco_d2.finetune  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-from soco_d2.utils.probe import probe_weights, weights_cli
+from soco_d2.evaluation.probe import probe_weights
+from soco_d2.tools._weights_cli import weights_cli
 
 
 def main(argv=None) -> None:

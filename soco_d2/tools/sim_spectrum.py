@@ -18,7 +18,8 @@ from detectron2.data import DatasetCatalog, detection_utils
 from detectron2.modeling import META_ARCH_REGISTRY
 
 import soco_d2  # noqa: F401  (registers SIM and its config keys)
-from soco_d2.utils.probe import build_with_weights, weights_cli
+from soco_d2.evaluation.probe import build_with_weights
+from soco_d2.tools._weights_cli import weights_cli
 
 
 def load_views(cfg, count: int):

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Pretrain (SoCo) or fine-tune a detector with soco_d2: one Trainer for both.
+"""Pretrain with any method (its config names META_ARCHITECTURE) or fine-tune a detector with
+soco_d2: one Trainer for both.
 
 Usage (detectron2's arguments; KEY VALUE pairs override the config):
     tools/train_net.py --config-file configs/pretrain/soco_R50_FPN_100ep.yaml \\

@@ -1,1 +1,3 @@
-"""Small helpers that are not part of a training path: result tables and plots."""
+"""Small helpers below the rest of soco_d2: atomic writes (``io.py``), result tables
+(``results.py``), plots (``plots.py``), stopping with the parent process (``parent.py``). Nothing
+here imports another part of soco_d2 (``tests/test_layering.py`` checks it)."""

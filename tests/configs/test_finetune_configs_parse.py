@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 
 import soco_d2  # noqa: F401  (registers meta-architectures and heads)
 import soco_d2.finetune  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-from soco_d2.config import add_soco_config
+from soco_d2.config import add_ssl_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 ALL_CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True))
@@ -24,7 +24,7 @@ FINETUNE_LEAVES = [
 
 def _load(path: str):
     cfg = get_cfg()
-    add_soco_config(cfg)
+    add_ssl_config(cfg)
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = "cpu"
     return cfg

@@ -6,7 +6,7 @@ from detectron2.config import get_cfg
 from detectron2.evaluation import COCOEvaluator
 
 import soco_d2.finetune  # noqa: F401
-from soco_d2.config import add_soco_config
+from soco_d2.config import add_ssl_config
 from soco_d2.data.demo import generate_demo_dataset
 from soco_d2.data.datasets import register_dataset_spec
 
@@ -30,7 +30,7 @@ def test_two_iteration_finetune_returns_coco_ap(tmp_path):
     )
     val = register_dataset_spec(f"ft_test_val=coco:{ann}/instances_val.json:{root}/val")
 
-    cfg = add_soco_config(get_cfg())
+    cfg = add_ssl_config(get_cfg())
     cfg.merge_from_file(os.path.join(CONFIG_DIR, "coco", "Base-RCNN-FPN-SSL.yaml"))
     # Shrink the protocol to a 2-iteration CPU run; everything else comes from the SSL base.
     cfg.merge_from_list(

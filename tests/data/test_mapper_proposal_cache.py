@@ -5,7 +5,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from soco_d2.config import add_soco_config
+from soco_d2.config import add_ssl_config
 from soco_d2.data.build import attach_proposals, build_pretrain_loader
 from soco_d2.data.datasets import register_image_folder
 from soco_d2.data.dataset_mappers import SoCoDatasetMapper
@@ -36,7 +36,7 @@ def test_real_cache_through_dataset_mapper_and_loader(tmp_path):
         assert MetadataCatalog.get(name).proposal_cache == cache_path
 
         cfg = get_cfg()
-        add_soco_config(cfg)
+        add_ssl_config(cfg)
         cfg.INPUT.FORMAT = "RGB"
         cfg.INPUT.SSL.VIEW_SIZES = [64, 64, 32]
         cfg.INPUT.SSL.COLOR_JITTER_PROB = 0.0

@@ -9,7 +9,7 @@ from detectron2.config import get_cfg
 from detectron2.data.common import DatasetFromList, MapDataset
 from PIL import Image
 
-from soco_d2.config import add_soco_config
+from soco_d2.config import add_ssl_config
 from soco_d2.data.dataset_mappers import SoCoDatasetMapper
 
 H, W = 96, 128
@@ -50,7 +50,7 @@ class FakeProposalCache:
 
 def _cfg(sizes=(64, 64, 32), **soco):
     cfg = get_cfg()
-    add_soco_config(cfg)
+    add_ssl_config(cfg)
     cfg.INPUT.FORMAT = "RGB"
     cfg.INPUT.SSL.VIEW_SIZES = list(sizes)
     for k, v in soco.items():

@@ -16,7 +16,7 @@ from detectron2.utils import comm
 import soco_d2  # noqa: F401  (registers SoCo)
 from soco_d2.engine import Trainer, load_cfg
 from soco_d2.engine.hooks import unwrap_model
-from soco_d2.modeling.testing import random_soco_batch
+from _soco import random_soco_batch
 from _distributed import run_distributed
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs/pretrain/soco_R18_FPN_tiny.yaml")

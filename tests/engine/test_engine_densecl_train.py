@@ -8,7 +8,7 @@ import torch
 import soco_d2  # noqa: F401  (registers DenseCL)
 from soco_d2.engine import Trainer
 from soco_d2.modeling.contrastive import info_nce_loss
-from soco_d2.modeling.dense import dense_correspondence, dense_info_nce
+from soco_d2.modeling.densecl.dense import dense_correspondence, dense_info_nce
 from _train import (
     CONFIGS,
     assert_finite_losses,

@@ -7,7 +7,7 @@ import torch
 
 import soco_d2  # noqa: F401  (registers DetCo and the "detco" mapper)
 from soco_d2.engine import Trainer
-from soco_d2.modeling.detco_losses import detco_level_terms, weight_level_losses
+from soco_d2.modeling.detco.losses import detco_level_terms, weight_level_losses
 from _train import (
     CONFIGS,
     assert_finite_losses,

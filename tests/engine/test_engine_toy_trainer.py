@@ -10,7 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from soco_d2.config import add_soco_config
+from soco_d2.config import add_ssl_config
 from soco_d2.engine import NonFiniteLossError, TargetEMAHook, Trainer
 from _hooks import KillAfter
 
@@ -75,7 +75,7 @@ class ToyTrainer(Trainer):
 
 def _cfg(out_dir, max_iter=4, **solver):
     cfg = get_cfg()
-    add_soco_config(cfg)
+    add_ssl_config(cfg)
     cfg.MODEL.META_ARCHITECTURE = "ToyEMANet"
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.SSL.MOMENTUM = 0.9

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from soco_d2.modeling.contrastive import concat_all_gather, info_nce_logits, info_nce_loss
+from soco_d2.modeling.comm import concat_all_gather
+from soco_d2.modeling.contrastive import info_nce_logits, info_nce_loss
 
 
 def _case():

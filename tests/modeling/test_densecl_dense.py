@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from soco_d2.modeling.dense import (
+from soco_d2.modeling.densecl.dense import (
     DenseHead,
     dense_correspondence,
     dense_info_nce,

@@ -9,8 +9,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from soco_d2.config import get_ssl_cfg
-from soco_d2.modeling.detco_heads import patches_to_images
-from soco_d2.modeling.detco_losses import detco_level_terms, weight_level_losses
+from soco_d2.modeling.detco.heads import patches_to_images
+from soco_d2.modeling.detco.losses import detco_level_terms, weight_level_losses
 
 TESTS = Path(__file__).resolve().parents[1]
 TINY = str(TESTS.parent / "configs/pretrain/detco_R18_tiny.yaml")

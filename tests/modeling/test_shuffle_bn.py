@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from soco_d2.modeling.contrastive import concat_all_gather
+from soco_d2.modeling.comm import concat_all_gather
 from soco_d2.modeling.shuffle_bn import (
     SplitBatchNorm,
     batch_shuffle,

@@ -6,7 +6,7 @@ import torch
 from detectron2.config import get_cfg
 from torch import nn
 
-from soco_d2.config import add_soco_config
+from soco_d2.config import add_ssl_config
 from soco_d2.solver import LARS, build_optimizer, split_excluded_params
 
 
@@ -19,7 +19,7 @@ def _toy() -> nn.Module:
 
 def _cfg(**solver):
     cfg = get_cfg()
-    add_soco_config(cfg)
+    add_ssl_config(cfg)
     cfg.SOLVER.OPTIMIZER = "LARS"
     cfg.SOLVER.BASE_LR = 0.5
     cfg.SOLVER.MOMENTUM = 0.9

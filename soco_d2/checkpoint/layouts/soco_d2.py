@@ -22,7 +22,9 @@ _RESNET_RE = re.compile(r"^backbone\.(bottom_up\.)?(stem|res[2-5])\.")
 
 
 @register_layout
-class SocoD2Layout(Layout):
+class PluginResNetLayout(Layout):
+    """This plugin's own checkpoints of every ResNet method (see the module docstring)."""
+
     name = "soco_d2"
     groups = ("backbone", "fpn", "box_head")
 

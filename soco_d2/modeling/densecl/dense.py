@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .contrastive import info_nce_loss
-from .precision import at_least_float32
+from ..contrastive import info_nce_loss
+from ..precision import at_least_float32
 
 __all__ = [
     "DenseHead",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import MLPHead
+from ..heads import MLPHead
 
 __all__ = ["DetCoHeads", "pool_levels", "patches_to_images"]
 

@@ -17,7 +17,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
-from .contrastive import info_nce_loss
+from ..contrastive import info_nce_loss
 
 __all__ = ["CROSS_DIRECTIONS", "detco_level_terms", "weight_level_losses"]
 

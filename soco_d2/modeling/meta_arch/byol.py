@@ -7,7 +7,7 @@ Online network: ``backbone`` (detectron2 ResNet, res5) -> global average pool ->
 Target network: an EMA copy of backbone and projector under ``target.`` (no predictor), never
 trained by gradients, its momentum rising from m0 to 1 on a cosine (``MODEL.SSL.MOMENTUM``,
 ``MOMENTUM_SCHEDULE "cosine"``). Loss of an image: 2 - 2 cos(q(z1), sg(z2')) + 2 - 2 cos(q(z2),
-sg(z1')), averaged over the batch (``losses.symmetric_byol_loss``).
+sg(z1')), averaged over the batch (``byol_loss.symmetric_byol_loss``).
 
 Details the paper leaves open follow the official implementation (google-deepmind/
 deepmind-research ``byol/``; where and why this one differs: docs/methods/byol.md):
@@ -28,9 +28,9 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...config import register_method_config
+from ..byol_loss import symmetric_byol_loss
 from ..heads import MLPHead
-from ..losses import symmetric_byol_loss
-from .base import SSLMetaArch
+from .base import EMATargetMetaArch
 from .moco import build_moco_backbone, global_pool, pooled_view_inference
 
 __all__ = ["BYOL", "add_byol_method_config", "byol_mlp"]
@@ -76,7 +76,7 @@ def _check_in_feature(backbone: nn.Module, name: str) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class BYOL(SSLMetaArch):
+class BYOL(EMATargetMetaArch):
     """BYOL meta-architecture (see the module docstring for the recipe).
 
     Input: a list of dicts, one per image, from the ``multi_view`` mapper: ``"views"``: at least
@@ -107,7 +107,7 @@ class BYOL(SSLMetaArch):
             projector: MLP on the pooled feature, (N, C) -> (N, D); copied to the target.
             predictor: MLP (N, D) -> (N, D); online only.
             in_feature: the backbone output the projector pools.
-            kwargs: see :class:`SSLMetaArch` (normalisation, momentum, channels_last).
+            kwargs: see :class:`EMATargetMetaArch` (normalisation, momentum, channels_last).
         """
         super().__init__(**kwargs)
         _check_in_feature(backbone, in_feature)
@@ -126,7 +126,7 @@ class BYOL(SSLMetaArch):
         _check_in_feature(backbone, in_feature)
         channels = backbone.output_shape()[in_feature].channels
         return {
-            **SSLMetaArch.base_config(cfg),
+            **EMATargetMetaArch.base_config(cfg),
             "backbone": backbone,
             "projector": byol_mlp(channels, s.MLP_HIDDEN_DIM, s.MLP_OUT_DIM, s.MLP_NORM),
             "predictor": byol_mlp(s.MLP_OUT_DIM, s.MLP_HIDDEN_DIM, s.MLP_OUT_DIM, s.MLP_NORM),

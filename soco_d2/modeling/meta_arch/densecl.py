@@ -31,8 +31,9 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...config import register_method_config
-from ..contrastive import concat_all_gather, info_nce_logits
-from ..dense import DenseHead, dense_correspondence, dense_info_nce
+from ..comm import concat_all_gather
+from ..contrastive import info_nce_logits
+from ..densecl import DenseHead, dense_correspondence, dense_info_nce
 from ..precision import at_least_float32
 from ..queue import KeyQueue
 from ..shuffle_bn import batch_shuffle, batch_unshuffle
@@ -95,7 +96,7 @@ class DenseCL(MoCoV2):
         """
         Args:
             dense_head: per-cell head, (N, C, S, S) -> ((N, D, S*S), (N, D)); see
-                :class:`~soco_d2.modeling.dense.DenseHead`. Online, copied to the target.
+                :class:`~soco_d2.modeling.densecl.DenseHead`. Online, copied to the target.
             loss_weight: w in [0, 1].
             warmup_iters: iterations at the start with w = 0 (>= 0).
             kwargs: see :class:`MoCoV2` (backbone, head, dim, queue_size, temperature, ...).

@@ -2,13 +2,13 @@
 
 Xie et al., "DetCo: Unsupervised Contrastive Learning for Object Detection" (arXiv 2102.04803).
 Online network: ``backbone`` (detectron2 ResNet, res2-res5 out) and ``heads`` (per level a
-global and a local MLP, :class:`~soco_d2.modeling.detco_heads.DetCoHeads`). Target: an EMA copy
+global and a local MLP, :class:`~soco_d2.modeling.detco.DetCoHeads`). Target: an EMA copy
 of both under ``target.`` (constant momentum 0.999). Per level two key queues,
 ``queues.<level>_global`` and ``queues.<level>_local`` (8 for res2-res5).
 
 Per level L: loss_L = w_L * (global + local + cross terms), InfoNCE with the query from view 1
 and the key from view 2 (MoCo v2's asymmetric pair); the terms are in
-``soco_d2/modeling/detco_losses.py``. Choices the paper leaves open (``docs/methods/detco.md``):
+``soco_d2/modeling/detco/losses.py``. Choices the paper leaves open (``docs/methods/detco.md``):
 the cross directions (MODEL.DETCO.CROSS_DIRECTIONS, default both) and the MLP widths (default:
 hidden width = the level's channel count, MoCo v2's 2048 -> 2048 -> 128 on res5, for global and
 local heads alike).
@@ -28,12 +28,11 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...config import register_method_config
-from ..contrastive import concat_all_gather
-from ..detco_heads import DetCoHeads
-from ..detco_losses import CROSS_DIRECTIONS, detco_level_terms, weight_level_losses
+from ..comm import concat_all_gather
+from ..detco import CROSS_DIRECTIONS, DetCoHeads, detco_level_terms, weight_level_losses
 from ..queue import KeyQueue
 from ..shuffle_bn import batch_shuffle, batch_unshuffle
-from .base import SSLMetaArch
+from .base import EMATargetMetaArch
 from .moco import add_moco_method_config  # noqa: F401  (registers MODEL.MOCO, read here)
 from .moco import build_moco_backbone
 
@@ -83,7 +82,7 @@ def add_detco_method_config(cfg: CN) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class DetCo(SSLMetaArch):
+class DetCo(EMATargetMetaArch):
     """DetCo meta-architecture (see module docstring).
 
     Input: a list of dicts from ``DetCoDatasetMapper``: ``"views"``: 2 uint8 (3, S, S) global
@@ -122,7 +121,7 @@ class DetCo(SSLMetaArch):
             temperature: InfoNCE T.
             queue_size: keys per queue.
             shuffle_bn: shuffle key batches before the target backbone.
-            kwargs: see :class:`SSLMetaArch` (normalisation, momentum, channels_last).
+            kwargs: see :class:`EMATargetMetaArch` (normalisation, momentum, channels_last).
         """
         super().__init__(**kwargs)
         levels = list(levels)
@@ -180,7 +179,7 @@ class DetCo(SSLMetaArch):
             norm=m.MLP_NORM,
         )
         return {
-            **SSLMetaArch.base_config(cfg),
+            **EMATargetMetaArch.base_config(cfg),
             "backbone": backbone,
             "heads": heads,
             "levels": list(d.LEVELS),

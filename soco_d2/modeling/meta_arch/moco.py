@@ -9,7 +9,8 @@ The official MoCo v2 recipe (facebookresearch/moco ``moco/builder.py``, ``main_m
 - K = 65536 keys of D = 128, m = 0.999 constant, T = 0.2, q and k L2-normalised;
 - the momentum step moves parameters only (buffers are the key encoder's own); the official
   code does it inside the forward before the key pass, this one after the optimizer step
-  (:meth:`SSLMetaArch.update_target`, called by the engine): the same sequence of key encoders;
+  (:meth:`EMATargetMetaArch.update_target`, called by the engine): the same sequence of key
+  encoders;
 - keys gathered from every process, then enqueued; the queue size must be a multiple of the
   global batch (checked at construction);
 - Shuffle-BN: with several processes the key images are shuffled across processes before the
@@ -29,13 +30,14 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...config import register_method_config
-from ..contrastive import concat_all_gather, info_nce_logits, world_size
+from ..comm import concat_all_gather, get_world_size
+from ..contrastive import info_nce_logits
 from ..heads import MLPHead
 from ..init import zero_init_residual_
 from ..precision import at_least_float32
 from ..queue import KeyQueue
 from ..shuffle_bn import batch_shuffle, batch_unshuffle, convert_to_split_batchnorm
-from .base import SSLMetaArch
+from .base import EMATargetMetaArch
 
 __all__ = ["MoCoV2", "add_moco_method_config"]
 
@@ -102,7 +104,7 @@ def build_moco_backbone(cfg: CN, split_bn: Optional[int] = None) -> Backbone:
     backbone = build_backbone(cfg)
     if cfg.MODEL.SSL.ZERO_INIT_RESIDUAL:
         zero_init_residual_(backbone)
-    if split > 1 and world_size() == 1:
+    if split > 1 and get_world_size() == 1:
         if cfg.MODEL.RESNETS.NORM != "BN" or cfg.SOLVER.IMS_PER_BATCH % split:
             raise ValueError(
                 f"MODEL.MOCO.SPLIT_BN ({split}) in one process needs MODEL.RESNETS.NORM "
@@ -115,7 +117,7 @@ def build_moco_backbone(cfg: CN, split_bn: Optional[int] = None) -> Backbone:
 
 
 @META_ARCH_REGISTRY.register()
-class MoCoV2(SSLMetaArch):
+class MoCoV2(EMATargetMetaArch):
     """MoCo v2 meta-architecture (see the module docstring for the recipe).
 
     Input: a list of dicts, one per image, from the ``multi_view`` mapper: ``"views"``: at least
@@ -148,7 +150,7 @@ class MoCoV2(SSLMetaArch):
             temperature: InfoNCE T > 0.
             in_feature: the backbone output the head pools.
             shuffle_bn: shuffle the key encoder's batch (see :mod:`..shuffle_bn`).
-            kwargs: see :class:`SSLMetaArch` (normalisation, momentum, channels_last).
+            kwargs: see :class:`EMATargetMetaArch` (normalisation, momentum, channels_last).
         """
         super().__init__(**kwargs)
         if temperature <= 0:
@@ -172,7 +174,7 @@ class MoCoV2(SSLMetaArch):
         _check_in_feature(backbone, m.IN_FEATURE)
         channels = backbone.output_shape()[m.IN_FEATURE].channels
         return {
-            **SSLMetaArch.base_config(cfg),
+            **EMATargetMetaArch.base_config(cfg),
             "backbone": backbone,
             "head": MLPHead(channels, s.MLP_HIDDEN_DIM, m.DIM, s.MLP_NORM),
             "queue": queue,
@@ -255,7 +257,7 @@ class MoCoV2(SSLMetaArch):
 
 @torch.no_grad()
 def pooled_view_inference(
-    model: SSLMetaArch, batched_inputs: List[dict], head: torch.nn.Module
+    model: EMATargetMetaArch, batched_inputs: List[dict], head: torch.nn.Module
 ) -> List[Dict[str, List[torch.Tensor]]]:
     """Inference of the image-level ResNet methods: per image, per view, the globally pooled
     online feature ``model.in_feature`` and its L2-normalised ``head`` embedding.

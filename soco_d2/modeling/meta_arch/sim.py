@@ -36,7 +36,7 @@ from torch import nn
 from ...config import register_method_config
 from ..sim import TokenViT, build_blocks, relative_pos_embed, run_blocks, sincos_pos_embed_2d
 from ..sim import correlation_spectrum, unigrad_loss
-from .base import SSLMetaArch
+from .base import EMATargetMetaArch
 
 __all__ = ["SIM", "add_sim_method_config"]
 
@@ -81,7 +81,7 @@ def add_sim_method_config(cfg: CN) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class SIM(SSLMetaArch):
+class SIM(EMATargetMetaArch):
     """Siamese Image Modeling on a ViT encoder.
 
     Input: a list of dicts, one per image, from the "sim" mapper
@@ -121,7 +121,7 @@ class SIM(SSLMetaArch):
             projector_norm, predictor_norm: "SyncBN", "BN" or "LN".
             neg_weight: UniGrad negative-term weight.
             train_patch_embed: leave the patch embedding trainable.
-            kwargs: see :class:`SSLMetaArch` (normalisation, momentum, channels_last).
+            kwargs: see :class:`EMATargetMetaArch` (normalisation, momentum, channels_last).
         """
         super().__init__(**kwargs)
         if decoder_dim % 4:
@@ -182,7 +182,7 @@ class SIM(SSLMetaArch):
             drop_path_rate=v.DROP_PATH_RATE,
         )
         return {
-            **SSLMetaArch.base_config(cfg),
+            **EMATargetMetaArch.base_config(cfg),
             "encoder": encoder,
             "decoder_dim": s.DECODER_EMBED_DIM,
             "decoder_heads": s.DECODER_NUM_HEADS,

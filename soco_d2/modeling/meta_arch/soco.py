@@ -4,7 +4,8 @@ Online network: ``backbone`` (ResNet+FPN or ResNet C4), ``roi_heads`` (RoIAlign 
 res5), ``projector``, ``predictor``. Target network: an EMA copy of the online backbone, ROI
 head and projector under ``target.``, never trained by gradients. For each view pair (i, j) the
 online prediction of box k in view i regresses the target projection of box k in view j and
-vice versa (BYOL loss, see ``losses.py``).
+vice versa (BYOL loss, ``soco_d2/modeling/byol_loss.py``); SoCo's own parts are in
+``soco_d2/modeling/soco/``.
 
 Details the paper leaves open follow the official implementation (hologerry/SoCo):
 - the target runs in the module's mode, so in training its BatchNorms use batch statistics;
@@ -25,11 +26,11 @@ from detectron2.structures import Boxes, ImageList
 from torch import nn
 
 from ...config import register_method_config
+from ..byol_loss import symmetric_byol_loss
 from ..heads import MLPHead
 from ..init import zero_init_residual_
-from ..losses import masked_level_byol_loss, symmetric_byol_loss
-from ..roi_heads import SoCoROIHeads
-from .base import SSLMetaArch
+from ..soco import SoCoROIHeads, masked_level_byol_loss
+from .base import EMATargetMetaArch
 
 __all__ = ["SoCo", "add_soco_method_config"]
 
@@ -79,7 +80,7 @@ def add_soco_method_config(cfg: CN) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class SoCo(SSLMetaArch):
+class SoCo(EMATargetMetaArch):
     """SoCo meta-architecture (FPN, SoCo* and C4 variants, chosen by config).
 
     Input: a list of dicts, one per image, as produced by ``SoCoDatasetMapper``:
@@ -114,7 +115,7 @@ class SoCo(SSLMetaArch):
             pairs: 0-based view index pairs, e.g. [[0, 1], [0, 2]].
             assignment: "level" (each box pooled once, at its level) or "all_levels" (the
                 official formulation: every level, loss masked; for checks and benchmarks).
-            kwargs: see :class:`SSLMetaArch` (normalisation, momentum, channels_last).
+            kwargs: see :class:`EMATargetMetaArch` (normalisation, momentum, channels_last).
         """
         super().__init__(**kwargs)
         if assignment not in ASSIGNMENTS:
@@ -138,7 +139,7 @@ class SoCo(SSLMetaArch):
             zero_init_residual_(backbone)
             zero_init_residual_(roi_heads)
         return {
-            **SSLMetaArch.base_config(cfg),
+            **EMATargetMetaArch.base_config(cfg),
             "backbone": backbone,
             "roi_heads": roi_heads,
             "projector": MLPHead(roi_heads.output_dim, m.MLP_HIDDEN_DIM, m.MLP_OUT_DIM, m.MLP_NORM),

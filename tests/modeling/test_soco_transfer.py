@@ -9,7 +9,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from soco_d2.modeling.testing import tiny_soco_cfg
+from _soco import tiny_soco_cfg
 
 PRETRAIN_ONLY = ("target.", "projector.", "predictor.")
 

@@ -4,7 +4,11 @@ import torch
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 
-from soco_d2.modeling.assign import assign_boxes_to_levels_by_size, box_sizes, pool_boxes_at_levels
+from soco_d2.modeling.soco.assign import (
+    assign_boxes_to_levels_by_size,
+    box_sizes,
+    pool_boxes_at_levels,
+)
 
 
 def _squares(sides):

@@ -14,7 +14,7 @@ import torch
 from detectron2.modeling import build_model
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from soco_d2.modeling.testing import random_soco_batch, tiny_soco_cfg
+from _soco import random_soco_batch, tiny_soco_cfg
 
 
 def _pair(cfg):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from soco_d2.modeling.testing import random_soco_batch, tiny_soco_cfg
+from _soco import random_soco_batch, tiny_soco_cfg
 
 
 def _train_step(cfg, batch_size=2):
