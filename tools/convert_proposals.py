@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Checkout shim: `python tools/convert_proposals.py ...` runs soco_d2/tools/convert_proposals.py (installed:
-`python -m soco_d2.tools.convert_proposals`, or its console entry point, see setup.py)."""
+"""Checkout shim: `python tools/convert_proposals.py ...` runs soco_d2/tools/convert_proposals.py
+(installed: its console entry point in setup.py, or `python -m soco_d2.tools.convert_proposals`)."""
 import sys
 
 from soco_d2.tools.convert_proposals import main

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Checkout shim: `python tools/probe_features.py ...` runs soco_d2/tools/probe_features.py (installed:
-`python -m soco_d2.tools.probe_features`, or its console entry point, see setup.py)."""
+"""Checkout shim: `python tools/probe_features.py ...` runs soco_d2/tools/probe_features.py
+(installed: its console entry point in setup.py, or `python -m soco_d2.tools.probe_features`)."""
 import sys
 
 from soco_d2.tools.probe_features import main

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Checkout shim: `python tools/visualize_proposals.py ...` runs soco_d2/tools/visualize_proposals.py (installed:
-`python -m soco_d2.tools.visualize_proposals`, or its console entry point, see setup.py)."""
+"""Checkout shim: `python tools/visualize_proposals.py ...` runs
+soco_d2/tools/visualize_proposals.py (installed: its console entry point in setup.py,
+or `python -m soco_d2.tools.visualize_proposals`)."""
 import sys
 
 from soco_d2.tools.visualize_proposals import main

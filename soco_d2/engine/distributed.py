@@ -49,9 +49,9 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
     It is not an ``nn.SyncBatchNorm`` subclass on purpose: ``DistributedDataParallel`` refuses
     CPU models that contain one. It is a ``BatchNorm2d`` (accepting 2-D and 3-D inputs too), as
     detectron2's ``NaiveSyncBatchNorm``, so code that looks for batch norms by type (detectron2's
-    PreciseBN hook, ``soco_d2.solver.NORM_MODULE_TYPES``) finds it. The statistics come from one all-reduce (an all-gather and a
-    sum, identical on every rank) of ``[sum, sum of squares, count]`` in float32 (float64 for
-    float64 inputs).
+    PreciseBN hook, ``soco_d2.solver.NORM_MODULE_TYPES``) finds it. The statistics come from one
+    all-reduce (an all-gather and a sum, identical on every rank) of ``[sum, sum of squares,
+    count]`` in float32 (float64 for float64 inputs).
     """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:

@@ -1,8 +1,8 @@
 """The precision losses are computed in: half precision is raised to float32, wider kept.
 
 Losses upcast their inputs so that float16 / bfloat16 logits (AMP) do not overflow or tie; a
-model run in float64 (the portable pinned-sequence test, ``tests/engine/test_engine_soco_pinned.py``)
-keeps float64 instead of being rounded down to float32.
+model run in float64 (the portable pinned-sequence test,
+``tests/engine/test_engine_soco_pinned.py``) keeps float64 instead of being rounded down to float32.
 """
 import torch
 

@@ -25,14 +25,15 @@ Output layout (``DIR`` = ``PipelineSpec.output``)::
 
 Modules: ``spec.py`` (what to run, checks), ``data.py`` (data flags -> config overrides),
 ``subset.py`` (the low-label protocol's labelled subset), ``overlap.py`` (no test image in a
-pretraining pool), ``stages.py`` (markers, subprocesses), ``run.py`` (the order),
+pretraining pool), ``stages.py`` (markers, trainings), ``processes.py`` (commands, output
+locks), ``run.py`` (the order, as named steps),
 ``plots.py`` (the PNGs of ``DIR/plots``), ``presets.py``.
 """
 from .data import finetune_data_opts, pretrain_data_opts, resolve_dataset
 from .presets import BENCH_METHODS, PRESETS, preset_from_rows
 from .run import run_pipeline
 from .spec import Init, PipelineSpec, is_scratch, parse_init, parse_named, resolve_inits
-from .stages import StageRunner, evaluate, run_command, run_training
+from .stages import StageRunner, run_command, run_training
 
 __all__ = [
     "BENCH_METHODS",
@@ -40,7 +41,6 @@ __all__ = [
     "PRESETS",
     "PipelineSpec",
     "StageRunner",
-    "evaluate",
     "finetune_data_opts",
     "is_scratch",
     "parse_init",

@@ -20,21 +20,16 @@ import logging
 import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from soco_d2.checkpoint import GROUPS
+from soco_d2.evaluation import evaluate_weights as evaluate
 
 from .data import finetune_data_opts, pretrain_data_opts
 from .overlap import check_test_pixels, overlap_note, pretraining_pools
 from .spec import Init, PipelineSpec, is_scratch, resolve_inits
-from .stages import (
-    StageRunner,
-    evaluate,
-    run_command,
-    run_training,
-    stop_commands,
-    stop_orphans,
-)
+from .stages import StageRunner, run_command, run_training, stop_commands, stop_orphans
 from .subset import labelled_note, train_subset_opts
 
 __all__ = ["detector_state", "load_config", "run_pipeline", "run_units", "uses_proposals"]
@@ -191,15 +186,55 @@ def _baselines(inits: Sequence[Init]) -> Dict[str, str]:
         if is_scratch(init.name):
             continue
         same = [
-            i.name for i in inits if is_scratch(i.name) and i.finetune_config == init.finetune_config
+            i.name
+            for i in inits
+            if is_scratch(i.name) and i.finetune_config == init.finetune_config
         ]
         if same:
             out[init.name] = "scratch" if "scratch" in same else same[0]
     return out
 
 
-def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
+@dataclass
+class _Run:
+    """One run of a spec: its resolved inits and configs (from :func:`_check`), and what the
+    steps produce for the later ones: the fine-tune overrides, the proposal cache, the detector
+    weights of every init, the notes of ``results.md``."""
+
+    spec: PipelineSpec
+    inits: List[Init]
+    out: str
+    pretrains: Dict[str, str]  # name -> pretraining config, for the pretrainings run here
+    pre_cfgs: Dict[str, object]
+    ft_cfgs: Dict[str, object]
+    with_proposals: Set[str]  # pretrainings whose mapper reads proposals
+    stages: Optional[StageRunner] = None
+    ft_opts: Dict[str, List[str]] = field(default_factory=dict)
+    proposals: Optional[Tuple[str, str]] = None  # (image folder, cache)
+    weights: Dict[str, str] = field(default_factory=dict)  # init -> detector weights ("": none)
+    notes: List[str] = field(default_factory=list)
+    _states: Dict[Tuple[str, Tuple[str, ...]], Dict] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> str:
+        return os.path.join(self.out, "logs")
+
+    def detector(self, config: str) -> Dict:
+        """The state dict of the detector fine-tune ``config`` builds (once per config)."""
+        key = (config, tuple(self.ft_opts[config]))
+        if key not in self._states:
+            self._states[key] = detector_state(config, self.ft_opts[config])
+        return self._states[key]
+
+
+def run_pipeline(
+    spec: PipelineSpec, inits: Optional[Sequence[Init]] = None
+) -> Dict[str, Dict[str, Dict]]:
     """Run (or resume) every stage of ``spec``.
+
+    Args:
+        spec: what to run.
+        inits: ``resolve_inits(spec)`` when the caller has it already (it checks the spec).
 
     Returns:
         ``{init: {"seed<S>": the evaluator's dict}}``, also written to ``DIR/results.json``.
@@ -208,11 +243,22 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
         ValueError / FileNotFoundError: from the checks, before any stage runs (among them
             soco_d2.checkpoint.UntrustedCheckpointError, for a checkpoint init that holds more
             than weights, unless ``spec.trust_pickle``).
-        RuntimeError: a failed training (with its log's tail).
+        RuntimeError: a failed training (with its log's tail), or another pipeline running in
+            the same output directory.
         soco_d2.checkpoint.DetectorMismatchError: converted weights that do not fit the detector.
     """
-    out = os.path.abspath(spec.output)
-    inits = resolve_inits(spec)
+    run = _check(spec, list(resolve_inits(spec) if inits is None else inits))
+    _claim_output(run)
+    _prepare_data(run)
+    _search_proposals(run)
+    _pretrain_and_convert(run)
+    results = _finetune_and_evaluate(run)
+    _report(run, results)
+    return results
+
+
+def _check(spec: PipelineSpec, inits: List[Init]) -> _Run:
+    """Everything that can be checked before a stage runs; nothing is written."""
     _check_checkpoints(inits, spec.trust_pickle)
     pretrains = {i.name: i.source for i in inits if i.kind == "pretrain"}
     for name in spec.pretrains:
@@ -221,106 +267,126 @@ def run_pipeline(spec: PipelineSpec) -> Dict[str, Dict[str, Dict]]:
     if spec.unlabeled and not os.path.isdir(spec.unlabeled):
         raise FileNotFoundError(f"--unlabeled {spec.unlabeled!r}: not a folder")
     pre_cfgs = {n: load_config(c, spec.pretrain_opts) for n, c in pretrains.items()}
-    with_proposals = {n for n, cfg in pre_cfgs.items() if uses_proposals(cfg)}
-    ft_configs = list(dict.fromkeys(i.finetune_config for i in inits))
-    ft_cfgs = {c: load_config(c, spec.finetune_opts) for c in ft_configs}
+    ft_configs = dict.fromkeys(i.finetune_config for i in inits)
+    return _Run(
+        spec=spec, inits=inits, out=os.path.abspath(spec.output), pretrains=pretrains,
+        pre_cfgs=pre_cfgs, ft_cfgs={c: load_config(c, spec.finetune_opts) for c in ft_configs},
+        with_proposals={n for n, cfg in pre_cfgs.items() if uses_proposals(cfg)},
+    )
 
-    stages = StageRunner(out)
-    logs = os.path.join(out, "logs")
-    for what in stop_orphans(logs):
+
+def _claim_output(run: _Run) -> None:
+    """Hold the output directory (a second pipeline there is an error) and stop what a killed
+    run left training in it."""
+    run.stages = StageRunner(run.out)
+    for what in stop_orphans(run.logs):
         print(f"[pipeline] stopped {what}: a killed run left it training", flush=True)
+
+
+def _prepare_data(run: _Run) -> None:
+    """The demo data (when asked), the fine-tune overrides the data flags give, the labelled
+    subset of the low-label protocol, then the check that no test image is in a pool."""
+    spec = run.spec
     if spec.demo_data is not None:
-        stages.run("data", lambda: _generate_demo(spec.demo_data))
-    ft_opts = {
+        run.stages.run("data", lambda: _generate_demo(spec.demo_data))
+    run.ft_opts = {
         c: [*finetune_data_opts(cfg, spec.train, spec.test), *spec.finetune_opts]
-        for c, cfg in ft_cfgs.items()
+        for c, cfg in run.ft_cfgs.items()
     }
-    # the low-label protocol's subset, then no test image in a pool: before any training
-    ft_opts, subset = train_subset_opts(spec, out, ft_opts)
-    pixels = check_test_pixels(pretraining_pools(spec, pretrains), ft_opts)
-    proposals = spec.proposals
-    if proposals is None and spec.unlabeled:
-        proposals = (spec.unlabeled, os.path.join(out, "proposals", "unlabeled.bin"))
-    if proposals is not None and with_proposals:
-        stages.run("proposals", lambda: _selective_search(spec, proposals, logs))
+    run.ft_opts, subset = train_subset_opts(spec, run.out, run.ft_opts)
+    pixels = check_test_pixels(pretraining_pools(spec, run.pretrains), run.ft_opts)
+    run.notes = [labelled_note(subset), overlap_note(pixels)]
 
-    states: Dict[Tuple[str, Tuple[str, ...]], Dict] = {}
 
-    def state_of(config: str) -> Dict:
-        key = (config, tuple(ft_opts[config]))
-        if key not in states:  # one detector build per fine-tune config
-            states[key] = detector_state(config, ft_opts[config])
-        return states[key]
+def _search_proposals(run: _Run) -> None:
+    """Selective search over the pretraining images, if a pretraining reads proposals."""
+    spec = run.spec
+    run.proposals = spec.proposals
+    if run.proposals is None and spec.unlabeled:
+        run.proposals = (spec.unlabeled, os.path.join(run.out, "proposals", "unlabeled.bin"))
+    if run.proposals is not None and run.with_proposals:
+        run.stages.run("proposals", lambda: _selective_search(spec, run.proposals, run.logs))
 
-    weights: Dict[str, str] = {}
-    for init in inits:
+
+def _pretrain_and_convert(run: _Run) -> None:
+    """Per init: train its pretraining (if it is one of this run's), then convert it or its
+    checkpoint for the detector it fine-tunes; detectron2 weights are used as they are."""
+    spec = run.spec
+    for init in run.inits:
         if init.kind == "scratch":
-            weights[init.name] = ""
+            run.weights[init.name] = ""
             continue
-        arch = _detector_arch(ft_cfgs[init.finetune_config])
         if init.kind == "pretrain":
-            pre_dir = os.path.join(out, "pretrain", init.name)
+            pre_dir = os.path.join(run.out, "pretrain", init.name)
             opts = list(spec.pretrain_opts)
             if spec.unlabeled:
-                cache = proposals[1] if init.name in with_proposals else None
-                opts = [*pretrain_data_opts(pre_cfgs[init.name], spec.unlabeled, cache), *opts]
+                cache = run.proposals[1] if init.name in run.with_proposals else None
+                opts = [*pretrain_data_opts(run.pre_cfgs[init.name], spec.unlabeled, cache), *opts]
             _train_stage(
-                spec, stages, f"pretrain/{init.name}", init.source, pre_dir, opts,
-                f"{logs}/pretrain_{init.name}.log",
+                spec, run.stages, f"pretrain/{init.name}", init.source, pre_dir, opts,
+                f"{run.logs}/pretrain_{init.name}.log",
             )
             src = os.path.join(pre_dir, "model_final.pth")
-            weights[init.name] = os.path.join(pre_dir, "model_converted.pkl")
+            run.weights[init.name] = os.path.join(pre_dir, "model_converted.pkl")
         elif _is_detectron2_weights(init.source, spec.trust_pickle):
-            weights[init.name] = init.source
+            run.weights[init.name] = init.source
             continue
         else:
             src = init.source
-            weights[init.name] = os.path.join(out, "weights", f"{init.name}.pkl")
+            run.weights[init.name] = os.path.join(run.out, "weights", f"{init.name}.pkl")
         stage = f"convert/{init.name}"
-        info = stages.run(
+        arch = _detector_arch(run.ft_cfgs[init.finetune_config])
+        info = run.stages.run(
             stage,
-            lambda s=src, d=weights[init.name], a=arch, c=init.finetune_config: _convert(
-                s, d, a, spec.transfer, state_of(c), spec.trust_pickle
+            lambda s=src, d=run.weights[init.name], a=arch, c=init.finetune_config: _convert(
+                s, d, a, spec.transfer, run.detector(c), spec.trust_pickle
             ),
         )
         _check_transfer(spec, stage, info)
 
+
+def _finetune_and_evaluate(run: _Run) -> Dict[str, Dict[str, Dict]]:
+    """Every init at every seed, seed-major (a run stopped part-way has every init at the seeds
+    it finished, so rerunning with fewer seeds gives a complete comparison from finished
+    stages alone), ``spec.jobs`` at a time; returns the evaluations."""
+    spec = run.spec
     job_threads = max(1, spec.threads // spec.jobs)
 
-    def finetune_unit(init: Init, seed: int) -> Callable[[], Callable[[], None]]:
+    def unit(init: Init, seed: int) -> Callable[[], Callable[[], None]]:
         """Fine-tune one init at one seed; returns its evaluation (see run_units)."""
-        run = f"{init.name}_seed{seed}"
-        run_dir = os.path.join(out, "finetune", run)
-        opts = [*ft_opts[init.finetune_config], "SEED", str(seed)]
-        train_opts = [*opts, "MODEL.WEIGHTS", weights[init.name], "DATASETS.TEST", "()"]
+        name = f"{init.name}_seed{seed}"
+        run_dir = os.path.join(run.out, "finetune", name)
+        opts = [*run.ft_opts[init.finetune_config], "SEED", str(seed)]
+        train_opts = [*opts, "MODEL.WEIGHTS", run.weights[init.name], "DATASETS.TEST", "()"]
 
-        def unit() -> Callable[[], None]:
+        def fine_tune() -> Callable[[], None]:
             _train_stage(
-                spec, stages, f"finetune/{run}", init.finetune_config, run_dir, train_opts,
-                f"{logs}/finetune_{run}.log", threads=job_threads,
+                spec, run.stages, f"finetune/{name}", init.finetune_config, run_dir, train_opts,
+                f"{run.logs}/finetune_{name}.log", threads=job_threads,
             )
-            return lambda: stages.run(
-                f"evaluate/{run}",
+            return lambda: run.stages.run(
+                f"evaluate/{name}",
                 lambda: _evaluate_run(job_threads, init.finetune_config, opts, run_dir),
             )
 
-        return unit
+        return fine_tune
 
-    # seed-major: a run stopped part-way has every init at the seeds it finished, so rerunning
-    # with fewer --seeds gives a complete comparison from finished stages alone
-    runs = [(init, seed) for seed in spec.seeds for init in inits]
-    run_units([finetune_unit(init, seed) for init, seed in runs], spec.jobs)
-    results: Dict[str, Dict[str, Dict]] = {i.name: {} for i in inits}
+    runs = [(init, seed) for seed in spec.seeds for init in run.inits]
+    run_units([unit(init, seed) for init, seed in runs], spec.jobs)
+    results: Dict[str, Dict[str, Dict]] = {i.name: {} for i in run.inits}
     for init, seed in runs:
-        with open(os.path.join(out, "finetune", f"{init.name}_seed{seed}", "results.json")) as f:
+        path = os.path.join(run.out, "finetune", f"{init.name}_seed{seed}", "results.json")
+        with open(path) as f:
             results[init.name][f"seed{seed}"] = json.load(f)
-
-    notes = [labelled_note(subset), overlap_note(pixels)]
-    _write_results(spec, out, stages, inits, results, notes)
-    if spec.plots:
-        first = inits[0].finetune_config
-        _plot(spec, out, inits, first, ft_opts[first], list(pretrains))
     return results
+
+
+def _report(run: _Run, results: Dict[str, Dict[str, Dict]]) -> None:
+    """``results.json``, ``results.md`` and the console table, then the plots."""
+    _write_results(run.spec, run.out, run.stages, run.inits, results, run.notes)
+    if run.spec.plots:
+        first = run.inits[0].finetune_config
+        _plot(run.spec, run.out, run.inits, first, run.ft_opts[first], list(run.pretrains))
 
 
 def run_units(units: Sequence[Callable[[], Optional[Callable[[], None]]]], jobs: int) -> None:

@@ -21,7 +21,6 @@ from .processes import exit_on_sigterm, run_command, stop_commands, stop_orphans
 
 __all__ = [
     "StageRunner",
-    "evaluate",
     "exit_on_sigterm",
     "run_command",
     "run_training",
@@ -120,7 +119,8 @@ def run_training(
     threads: int = 2,
     launch_args: Sequence[str] = (),
 ) -> None:
-    """Train with ``python -m soco_d2.tools.train_net --resume`` (continues from OUTPUT_DIR's last checkpoint).
+    """Train with ``python -m soco_d2.tools.train_net --resume`` (continues from OUTPUT_DIR's
+    last checkpoint).
 
     Args:
         config: YAML config.
@@ -133,20 +133,3 @@ def run_training(
     cmd = [sys.executable, "-m", "soco_d2.tools.train_net", "--resume"]
     cmd += [*launch_args, "--config-file", config, "OUTPUT_DIR", output_dir, *opts]
     run_command(cmd, log_path, threads)
-
-
-def evaluate(config: str, opts: Sequence[str], weights: str, output_dir: str) -> Dict:
-    """Evaluate ``weights`` on the config's DATASETS.TEST in this process.
-
-    Returns:
-        the evaluator's dict, e.g. ``{"bbox": {"AP": ...}, "segm": {...}}``; the COCO evaluator
-        also writes ``output_dir/inference/coco_instances_results.json``.
-    """
-    from soco_d2.checkpoint import RestrictedCheckpointer
-    from soco_d2.engine import Trainer, load_cfg
-
-    cfg = load_cfg(config, [*opts, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", output_dir])
-    model = Trainer.build_model(cfg)
-    RestrictedCheckpointer(model).load(weights)
-    results = Trainer.test(cfg, model)
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in results.items()}

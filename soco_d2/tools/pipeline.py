@@ -41,10 +41,18 @@ import dataclasses
 import logging
 import re
 import sys
+from typing import List, Tuple
 
 from soco_d2.checkpoint import UntrustedCheckpointError, parse_groups
 from soco_d2.model_zoo import resolve_config
-from soco_d2.pipeline import PRESETS, PipelineSpec, parse_named, resolve_inits, run_pipeline
+from soco_d2.pipeline import (
+    PRESETS,
+    Init,
+    PipelineSpec,
+    parse_named,
+    resolve_inits,
+    run_pipeline,
+)
 from soco_d2.pipeline.stages import exit_on_sigterm
 
 
@@ -140,6 +148,12 @@ def _fields(args: argparse.Namespace) -> dict:
 
 def build_spec(args: argparse.Namespace) -> PipelineSpec:
     """The run's spec from parsed flags; every flag error is a SystemExit naming the flag."""
+    return _checked(args)[0]
+
+
+def _checked(args: argparse.Namespace) -> Tuple[PipelineSpec, List[Init]]:
+    """The spec and its resolved inits (resolving them is the check of names, clashes and
+    files, before anything runs)."""
     try:
         spec = PipelineSpec(
             output=args.output,
@@ -152,19 +166,19 @@ def build_spec(args: argparse.Namespace) -> PipelineSpec:
         )
         if not spec.finetune_config and not spec.finetune_configs:
             raise ValueError("--finetune-config (or --preset) is required")
-        resolve_inits(spec)  # names, clashes, files: before anything runs
+        inits = resolve_inits(spec)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
-    return spec
+    return spec, inits
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     exit_on_sigterm()  # a killed pipeline stops its training subprocess, never orphans it
-    spec = build_spec(get_parser().parse_args(argv))
+    spec, inits = _checked(get_parser().parse_args(argv))
     print("[pipeline] " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec).items()))
     try:
-        run_pipeline(spec)
+        run_pipeline(spec, inits)
     except UntrustedCheckpointError as e:  # raised by the checks, before any stage
         raise SystemExit(f"error: {e}")
     return 0

@@ -1,5 +1,6 @@
-"""RestrictedCheckpointer: detectron2's checkpointer reading .pkl weights without running pickled
-code (MODEL.WEIGHTS of fine-tunes and evaluations), and reading the .pkl formats detectron2 reads."""
+"""RestrictedCheckpointer: detectron2's checkpointer reading .pkl weights without running
+pickled code (MODEL.WEIGHTS of fine-tunes and evaluations), and the .pkl formats detectron2
+reads."""
 from pathlib import Path
 
 import numpy as np
