@@ -100,7 +100,7 @@ PRESETS: Dict[str, Callable[[], Dict]] = {
     # `make bench-methods`: every ResNet method of BENCH_METHODS vs scratch on the R-18 FPN
     # demo detector, SIM vs scratch on the ViT one; 800-iteration fine-tunes, 3 seeds.
     "bench-methods": lambda: preset_from_rows(BENCH_METHODS, [0, 1, 2]),
-    # the same comparison in the low-label protocol (issue 21): every fine-tune trains on the
+    # the same comparison in the low-label protocol: every fine-tune trains on the
     # same 12 of the 120 labelled demo images (10%, subset seed 0), every pretraining on the
     # 600 unlabeled ones (50x that); 3 paired seeds, the verdict's minimum.
     "bench-methods-lowlabel": lambda: {
