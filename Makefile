@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.soco_d2-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: env test test-portable demo bench bench-proposals bench-transfer bench-methods bench-methods-lowlabel bench-data-real clean-env
+.PHONY: env test test-portable demo bench bench-loader bench-proposals bench-transfer bench-methods bench-methods-lowlabel bench-data-real clean-env
 
 $(STAMP): requirements.txt setup.py tools/setup_env.sh
 	bash tools/setup_env.sh $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) tools/benchmark.py --config-file configs/pretrain/soco_R50_FPN_100ep.yaml --iters 3 --batch 8
+
+# each method's full data loader (decode included) on 500x375 JPEGs, 1 and 2 workers, the data
+# path before and after its speed-ups side by side (docs/benchmarks.md, "Data loader")
+bench-loader: $(STAMP)
+	$(PYTHON) tools/benchmark_loader.py --methods soco,mocov2 --workers 1,2 --seconds 6 --rounds 3 --compare
 
 bench-proposals: $(STAMP)
 	# the official pipeline's algorithm (AlpacaDB's selective search), measured side by side

@@ -48,7 +48,8 @@ setup(
     name="soco_d2",
     version="0.1.0",
     description=(
-        "Detection-aligned self-supervised pretraining (SoCo, MoCo v2, DenseCL, DetCo, SIM, BYOL) "
+        "Detection-aligned self-supervised pretraining "
+        "(SoCo, MoCo v2, DenseCL, DetCo, SIM, BYOL) "
         "as a Detectron2 plugin"
     ),
     packages=find_packages(include=["soco_d2", "soco_d2.*"]),
@@ -68,6 +69,8 @@ setup(
         "tqdm>=4.29",
         # detectron2's ViT backbone (ViTDet fine-tuning, SIM) imports timm
         "timm>=0.9",
+        # soco-d2-submit: SLURM jobs
+        "submitit>=1.5",
     ],
     # every command a user runs, from the installed package (tools/*.py are checkout shims)
     entry_points={
@@ -83,6 +86,8 @@ setup(
             "soco-d2-sim-spectrum = soco_d2.tools.sim_spectrum:main",
             "soco-d2-benchmark = soco_d2.tools.benchmark:main",
             "soco-d2-benchmark-proposals = soco_d2.tools.benchmark_proposals:main",
+            "soco-d2-benchmark-loader = soco_d2.tools.benchmark_loader:main",
+            "soco-d2-submit = soco_d2.tools.submit:main",
         ]
     },
     cmdclass={"build_py": BuildPyWithConfigs},

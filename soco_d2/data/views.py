@@ -17,6 +17,7 @@ float conversions.
 """
 
 import math
+import os
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -37,6 +38,7 @@ __all__ = [
     "view_transform",
     "apply_image",
     "ColorAugmentation",
+    "single_threaded_opencv",
 ]
 
 VIEW_KINDS = ("whole", "crop", "downsample")
@@ -174,7 +176,23 @@ def _resize(img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     return cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
-def apply_image(tfm: Transform, img: np.ndarray) -> np.ndarray:
+def _resize_region(
+    img: np.ndarray, x0: float, y0: float, w: float, h: float, new_w: int, new_h: int
+) -> np.ndarray:
+    """Region (x0, y0, w, h) of ``img`` in continuous pixel coordinates (pixel i spans
+    [i, i + 1)), resampled to (new_w, new_h) the way :func:`_resize` resamples an exact crop:
+    bilinear (to twice the target, then a 2x area average, when shrinking by more than 1.5x)."""
+    twice = max(w / new_w, h / new_h) > 1.5
+    out_w, out_h = (2 * new_w, 2 * new_h) if twice else (new_w, new_h)
+    sx, sy = out_w / w, out_h / h
+    # pixel centres: out + 0.5 = (in + 0.5 - x0) * s
+    m = np.array([[sx, 0.0, sx * (0.5 - x0) - 0.5], [0.0, sy, sy * (0.5 - y0) - 0.5]])
+    img = cv2.warpAffine(img, m, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA) if twice else img
+
+
+def apply_image(tfm: Transform, img: np.ndarray, reduction: int = 1) -> np.ndarray:
     """``tfm.apply_image(img)`` with OpenCV doing crops, resizes and flips of uint8 images.
 
     detectron2's ``ResizeTransform`` goes through PIL (two full copies per call), which was
@@ -184,11 +202,24 @@ def apply_image(tfm: Transform, img: np.ndarray) -> np.ndarray:
     Args:
         tfm: a Transform or TransformList.
         img: (H, W, C) uint8.
+        reduction: ``img`` is the image ``tfm`` was drawn for, decoded at 1/reduction of its
+            size (``soco_d2.data.decode``; pixel i covers original pixels [k*i, k*i + k)); then
+            ``tfm`` must be a view's ``[CropTransform, ResizeTransform]`` or ``[ResizeTransform]``
+            (:func:`view_transform`), and the region it names is resampled from ``img``.
 
     Returns:
         (H', W', C) uint8.
     """
     parts = tfm.transforms if isinstance(tfm, TransformList) else [tfm]
+    if reduction != 1:
+        crop = parts[0] if isinstance(parts[0], CropTransform) else None
+        resize = parts[-1]
+        if len(parts) != 1 + (crop is not None) or not isinstance(resize, ResizeTransform):
+            raise ValueError(f"a reduced image takes a view's crop and resize, not {parts}")
+        x0, y0 = (crop.x0, crop.y0) if crop is not None else (0, 0)
+        k = float(reduction)
+        return _resize_region(img, x0 / k, y0 / k, resize.w / k, resize.h / k, resize.new_w,
+                              resize.new_h)
     for t in parts:
         if isinstance(t, CropTransform):
             img = img[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]
@@ -200,6 +231,22 @@ def apply_image(tfm: Transform, img: np.ndarray) -> np.ndarray:
         else:
             img = t.apply_image(img)
     return img
+
+
+_OPENCV_SINGLE_THREADED_IN = None  # the process that has set it
+
+
+def single_threaded_opencv() -> None:
+    """Give OpenCV one thread in this process (once per process; cheap to call per image).
+
+    A mapper runs in each loader worker, one worker per core. OpenCV's own thread pool would
+    add a thread per core to every worker, spinning between the small per-view operations:
+    measured at 2 cores, the worker used 1.4 cores for the images one core maps.
+    """
+    global _OPENCV_SINGLE_THREADED_IN
+    if _OPENCV_SINGLE_THREADED_IN != os.getpid():
+        cv2.setNumThreads(1)
+        _OPENCV_SINGLE_THREADED_IN = os.getpid()
 
 
 def _per_view(values: Sequence[float], index: int) -> float:

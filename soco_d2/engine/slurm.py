@@ -37,27 +37,21 @@ import submitit
 from submitit.helpers import DelayedSubmission, TorchDistributedEnvironment
 
 from ..utils import parent
+from ..utils.process_group import stop_process_group
 
 __all__ = ["DIST_ENV", "ToolJob", "tool_command"]
 
 # torchrun's variables, removed from the environment of a command that is not a distributed job
 DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
             "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT")
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tool_command(tool: str) -> List[str]:
-    """The command line that runs ``tool`` (e.g. "train_net") with this Python.
-
-    ``python -m soco_d2.tools.<tool>`` when the package has that module, else the checkout's
-    ``tools/<tool>.py``.
-    """
-    if importlib.util.find_spec(f"soco_d2.tools.{tool}") is not None:
-        return [sys.executable, "-m", f"soco_d2.tools.{tool}"]
-    script = os.path.join(_REPO_ROOT, "tools", f"{tool}.py")
-    if not os.path.isfile(script):
-        raise FileNotFoundError(f"neither soco_d2.tools.{tool} nor {script} exists")
-    return [sys.executable, script]
+    """The command line that runs ``tool`` (e.g. "train_net") with this Python:
+    ``python -m soco_d2.tools.<tool>``."""
+    if importlib.util.find_spec(f"soco_d2.tools.{tool}") is None:
+        raise FileNotFoundError(f"soco_d2 has no command {tool!r} (no soco_d2.tools.{tool})")
+    return [sys.executable, "-m", f"soco_d2.tools.{tool}"]
 
 
 class ToolJob(submitit.helpers.Checkpointable):
@@ -105,8 +99,6 @@ class ToolJob(submitit.helpers.Checkpointable):
         Raises:
             RuntimeError: the command failed (its output is in this task's log).
         """
-        from ..pipeline.stages import _stop_group  # SIGTERM the group, SIGKILL after a grace
-
         job_env = submitit.JobEnvironment()
         cmd = tool_command(self.tool) + self.argv
         print(f"[soco_d2.submit] {job_env}: {' '.join(cmd)}", flush=True)
@@ -118,7 +110,7 @@ class ToolJob(submitit.helpers.Checkpointable):
         try:
             returncode = proc.wait()
         except BaseException:  # requeue (SystemExit from submitit's handler), Ctrl-C, ...
-            _stop_group(proc)
+            stop_process_group(proc, kill_wait=5.0)
             raise
         if returncode != 0:
             raise RuntimeError(

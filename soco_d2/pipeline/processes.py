@@ -28,9 +28,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set
 
 from soco_d2.utils import parent
+from soco_d2.utils.process_group import signal_group, stop_process_group
 
 __all__ = ["claim_output", "exit_on_sigterm", "run_command", "stop_commands", "stop_orphans"]
 
@@ -85,34 +86,6 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _signal_group(pgid: int, ended: Callable[[Optional[float]], bool], grace: float,
-                  kill_wait: Optional[float] = None) -> bool:
-    """SIGTERM process group ``pgid``, SIGKILL it if ``ended(grace)`` says it has not ended
-    after ``grace`` seconds, then wait ``ended(kill_wait)``; True once it has ended."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return True
-        if ended(wait):
-            return True
-    return False
-
-
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the command's process group (its launcher's workers too), SIGKILL after
-    ``grace`` seconds."""
-
-    def ended(timeout: Optional[float]) -> bool:
-        try:
-            proc.wait(timeout=timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    _signal_group(proc.pid, ended, grace)
-
-
 def _lock_freed(fd: int, timeout: Optional[float]) -> bool:
     """Wait up to ``timeout`` seconds for every holder of the lock on ``fd`` to exit."""
     deadline = time.monotonic() + (timeout or 0.0)
@@ -158,7 +131,7 @@ def stop_orphans(logs_dir: str, grace: float = 10.0) -> List[str]:
                 if rec is None:
                     raise RuntimeError(f"{path} is held by a command whose group is unknown")
                 what = f"{' '.join(rec.get('cmd', []))} (process group {rec['pid']})"
-                freed = _signal_group(
+                freed = signal_group(
                     int(rec["pid"]), lambda t: _lock_freed(fd, t), grace, kill_wait=5.0
                 )
                 if not freed:
@@ -177,7 +150,7 @@ def stop_commands() -> None:
     with _LIVE_LOCK:
         live = list(_LIVE)
     for proc in live:
-        _stop_group(proc)
+        stop_process_group(proc)
 
 
 def _subprocess_env(threads: int) -> Dict[str, str]:
@@ -219,7 +192,7 @@ def run_command(cmd: Sequence[str], log_path: str, threads: int = 2) -> str:
                 os.pwrite(lock, json.dumps({"pid": proc.pid, "cmd": list(cmd)}).encode(), 0)
                 returncode = proc.wait()
             except BaseException:
-                _stop_group(proc)
+                stop_process_group(proc)
                 raise
             finally:
                 with _LIVE_LOCK:

@@ -53,6 +53,8 @@ class DetCoDatasetMapper(MultiViewDatasetMapper):
     """Two global views and their jigsaw patch sets (see module docstring)."""
 
     uses_proposals = False
+    # the jigsaw crops come from the decoded image itself: always decode it at full size
+    draft_decode_safe = False
 
     @configurable
     def __init__(

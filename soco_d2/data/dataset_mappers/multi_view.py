@@ -21,18 +21,31 @@ subclass returns other :class:`~soco_d2.data.views.ViewSpec` s from :meth:`view_
 Colour augmentation (jitter, grayscale, blur, solarize; per-view probabilities) is
 ``INPUT.SSL.*``. An unreadable image is logged and None returned; detectron2's ``MapDataset``
 then retries another index, so one corrupt file never stops a run.
+
+Images are decoded by ``soco_d2.data.decode.read_image`` (detectron2's ``read_image``, pixel for
+pixel, faster for JPEGs). With ``INPUT.SSL.DRAFT_DECODE`` a JPEG much larger than the views is
+decoded at 1/2, 1/4 or 1/8 of its size (:meth:`draft_reduction`: the largest reduction that
+leaves every view's source region at least as large as the view, whatever crop is drawn);
+regions, boxes and ``image_size`` stay in full-size pixels, only the resampling differs.
 """
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data.transforms import HFlipTransform, ResizeTransform
 
+from ..decode import read_image
 from ..sampling import clip_boxes
-from ..views import ColorAugmentation, ViewSpec, apply_image, view_transform
+from ..views import (
+    ColorAugmentation,
+    ViewSpec,
+    apply_image,
+    single_threaded_opencv,
+    view_transform,
+)
 from . import register_mapper
 
 __all__ = ["MultiViewDatasetMapper"]
@@ -46,6 +59,9 @@ class MultiViewDatasetMapper:
 
     # Read by the pretraining loader: this mapper needs no proposal cache.
     uses_proposals = False
+    # Whether views may come from a reduced decode: the hooks use only the views (and the
+    # image's full size), never the decoded pixels themselves.
+    draft_decode_safe = True
 
     @configurable
     def __init__(
@@ -58,6 +74,7 @@ class MultiViewDatasetMapper:
         crop_ratio: Sequence[float],
         flip_prob: float,
         color_augmentation: Optional[ColorAugmentation],
+        draft_decode: bool = False,
     ):
         """
         Args:
@@ -67,6 +84,7 @@ class MultiViewDatasetMapper:
             crop_scale, crop_ratio: RandomResizedCrop ranges of the cropped views.
             flip_prob: horizontal flip probability, drawn per view.
             color_augmentation: colour pipeline, or None for none.
+            draft_decode: decode large JPEGs at reduced size (:meth:`draft_reduction`).
         """
         if not view_specs:
             raise ValueError("INPUT.SSL.VIEW_SIZES must name at least one view")
@@ -80,6 +98,7 @@ class MultiViewDatasetMapper:
         self.crop_ratio = tuple(crop_ratio)
         self.flip_prob = float(flip_prob)
         self.color_augmentation = color_augmentation
+        self.draft_decode = bool(draft_decode) and self.draft_decode_safe
 
     @classmethod
     def view_specs_from_config(cls, cfg) -> List[ViewSpec]:
@@ -105,6 +124,7 @@ class MultiViewDatasetMapper:
                 blur_sigma=s.BLUR_SIGMA,
                 solarize_prob=s.SOLARIZE_PROB,
             ),
+            "draft_decode": s.DRAFT_DECODE,
         }
 
     # ------------------------------------------------------------------ hooks
@@ -130,8 +150,11 @@ class MultiViewDatasetMapper:
         """Per-image state shared by the hooks below (subclasses: proposals, the image, ...).
 
         Args:
-            dataset_dict: the dict being mapped.
-            image: its decoded (H, W, 3) image, from :meth:`read`.
+            dataset_dict: the dict being mapped, with the image's full-size ``"height"`` and
+                ``"width"``.
+            image: its decoded image, from :meth:`read`: (height, width, 3), or 1/k of that
+                under ``INPUT.SSL.DRAFT_DECODE`` unless the class sets ``draft_decode_safe``
+                False.
         """
         return {}
 
@@ -152,32 +175,59 @@ class MultiViewDatasetMapper:
         return out
 
     # ------------------------------------------------------------------ mapping
-    def read(self, dataset_dict: dict) -> Optional[np.ndarray]:
-        """The image in ``image_format``, or None (logged) when it cannot be used.
+    def draft_reduction(self, height: int, width: int) -> int:
+        """The largest k in (8, 4, 2) such that every non-derived view's source region, any
+        crop drawn, is at least ``k x`` its side in both directions; 1 if none (or off).
+
+        RandomResizedCrop regions have sides of at least sqrt(A * scale_min * ratio_min) and
+        sqrt(A * scale_min / ratio_max) (A = height * width), and its fallback keeps
+        min(height, width); a whole view spans the image.
+        """
+        if not self.draft_decode:
+            return 1
+        area, smallest = height * width, float(min(height, width))
+        limit = math.inf
+        for spec in self.view_specs:
+            if spec.kind == "crop":
+                s, (r0, r1) = self.crop_scale[0], (min(self.crop_ratio), max(self.crop_ratio))
+                side = min(math.sqrt(area * s * r0), math.sqrt(area * s / r1), smallest) - 1
+            elif spec.kind == "whole":
+                side = smallest
+            else:  # derived from another view
+                continue
+            limit = min(limit, side / spec.size)
+        return next((k for k in (8, 4, 2) if k <= limit), 1)
+
+    def read(self, dataset_dict: dict) -> Optional[Tuple[np.ndarray, Tuple[int, int], int]]:
+        """(image in ``image_format``, (height, width) of the full image, reduction k), or None
+        (logged) when it cannot be used. The image is the full one unless k > 1 (see
+        :meth:`draft_reduction`).
 
         A dict may carry the decoded image itself as ``"image"`` ((H, W, 3) uint8 in
         ``image_format``; the benchmark and tests use this to map without disk).
         """
         file_name = dataset_dict["file_name"]
         if "image" in dataset_dict:
-            return np.asarray(dataset_dict["image"])
+            image = np.asarray(dataset_dict["image"])
+            return image, image.shape[:2], 1
         try:
-            image = utils.read_image(file_name, format=self.image_format)
+            image, size, k = read_image(file_name, self.image_format, self.draft_reduction)
         except Exception as e:  # any decoder error: skip this image, keep the run alive
             logger.warning(f"Skipping unreadable image {file_name}: {type(e).__name__}: {e}")
             return None
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 2:
+        if image.ndim != 3 or image.shape[2] != 3 or min(size) < 2:
             logger.warning(f"Skipping image {file_name} of unusable shape {image.shape}")
             return None
-        return image
+        return image, size, k
 
     def __call__(self, dataset_dict: dict) -> Optional[dict]:
         """Map one dataset dict to one model input (see module docstring), or None."""
-        image = self.read(dataset_dict)
-        if image is None:
+        single_threaded_opencv()  # this process maps on one core
+        decoded = self.read(dataset_dict)
+        if decoded is None:
             return None
-        height, width = image.shape[:2]
-        ctx = self.prepare(dataset_dict, image)
+        image, (height, width), reduction = decoded
+        ctx = self.prepare({**dataset_dict, "height": height, "width": width}, image)
         tfms, regions = self.draw_geometry(height, width, ctx)
 
         views: List[torch.Tensor] = []
@@ -194,7 +244,7 @@ class MultiViewDatasetMapper:
                 boxes = None if src_boxes is None else resize.apply_box(src_boxes.copy())
                 regions[i] = regions[spec.source]
             else:
-                img = apply_image(tfms[i], image)
+                img = apply_image(tfms[i], image, reduction)
                 boxes = self.view_boxes(i, spec, tfms[i], ctx)
             if boxes is not None:
                 boxes = clip_boxes(boxes, s, s)

@@ -180,7 +180,8 @@ class SoCoDatasetMapper(MultiViewDatasetMapper):
 
     # ------------------------------------------------------------------ hooks
     def prepare(self, dataset_dict: dict, image: np.ndarray) -> Dict[str, Any]:
-        height, width = image.shape[:2]
+        # full-size pixels, as the views' geometry, even when the image was decoded reduced
+        height, width = dataset_dict["height"], dataset_dict["width"]
         return {"proposals": self.proposals(dataset_dict, width, height), "size": (height, width)}
 
     def draw_geometry(self, height: int, width: int, ctx: Dict[str, Any]):
