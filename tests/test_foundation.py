@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 from detectron2.config import get_cfg
 
 import soco_d2
@@ -24,6 +25,7 @@ def test_collect_env_reports_compiled_ops():
         assert "pycocotools' COCOeval" in text
 
 
+@pytest.mark.spawns
 def test_collect_env_cli():
     out = subprocess.run([sys.executable, "-m", "soco_d2.collect_env", "--short"],
                          capture_output=True, text=True, check=True).stdout

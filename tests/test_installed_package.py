@@ -10,21 +10,13 @@ import sys
 import pytest
 
 from soco_d2.data.demo import generate_demo_dataset
+from _configs import PIPELINE_FINETUNE_OPTS, PIPELINE_PRETRAIN_OPTS
 from _paths import REPO_ROOT
 from _wheel import build_wheel
 
+pytestmark = pytest.mark.spawns
+
 ENTRY_POINTS = ["soco-d2-train", "soco-d2-pipeline", "soco-d2-convert", "soco-d2-proposals"]
-TINY_PRETRAIN = [
-    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-    "SOLVER.CHECKPOINT_PERIOD", "1", "INPUT.SSL.VIEW_SIZES", "[64, 64, 32]",
-    "DATALOADER.NUM_WORKERS", "0",
-]
-TINY_FINETUNE = [
-    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "()",
-    "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-    "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +67,7 @@ def test_installed_wheel_runs_a_tiny_pipeline_from_its_own_folder(installed, tmp
         "--train", f"coco:{ann / 'instances_train.json'}:{demo / 'train'}",
         "--test", f"coco:{ann / 'instances_val.json'}:{demo / 'val'}",
         "--threads", "1", "--no-plots",
-        "--pretrain-opts", *TINY_PRETRAIN, "--finetune-opts", *TINY_FINETUNE,
+        "--pretrain-opts", *PIPELINE_PRETRAIN_OPTS, "--finetune-opts", *PIPELINE_FINETUNE_OPTS,
     ], timeout=540)
 
     out = work / "out"

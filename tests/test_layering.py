@@ -72,6 +72,7 @@ def test_the_rule_sees_lazy_and_relative_imports(tmp_path):
     assert found == [(2, "soco_d2.engine"), (3, "soco_d2.utils.results")]
 
 
+@pytest.mark.spawns
 def test_config_module_adds_the_shared_keys_without_any_other_soco_d2_module():
     # config.py loaded on its own file, outside the package: method namespaces come only from
     # modules that register themselves, so nothing of soco_d2 is imported on the way

@@ -4,46 +4,14 @@ import os
 import re
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-
-def tiny_cfg(arch: str = "fpn", depth: int = 18):
-    """A small GeneralizedRCNN config: R-18 or a narrow R-50, BN everywhere (FPN or C4)."""
-    cfg = get_cfg()
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.NORM = "BN"
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    if depth == 18:
-        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    else:  # bottleneck blocks (conv3, shortcut in res2) at a fraction of the width
-        cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 8
-        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 32
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    if arch == "fpn":
-        cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-        cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-        cfg.MODEL.FPN.OUT_CHANNELS = 32
-        cfg.MODEL.FPN.NORM = "BN"
-        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
-        cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-        cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
-        cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-        cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
-        cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 4
-        cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
-        cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 32
-        cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
-        cfg.MODEL.ROI_BOX_HEAD.NORM = "BN"
-    return cfg
+from _configs import tiny_detector_cfg
 
 
 def build_detector(arch: str = "fpn", depth: int = 18, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = build_model(tiny_cfg(arch, depth))
+    model = build_model(tiny_detector_cfg(arch, depth))
     # randomise BN statistics too, so a stats mix-up would fail an equality check
     for name, buf in model.named_buffers():
         if name.endswith(("running_mean", "running_var")):
@@ -110,14 +78,14 @@ def to_moco(state):
 
 def build_plain_resnet(depth: int = 18, seed: int = 0):
     """The ResNet a neck-free method (MoCo v2, DenseCL, DetCo) pretrains: detectron2's
-    ``build_resnet_backbone`` with res5, at the widths of :func:`tiny_cfg`.
+    ``build_resnet_backbone`` with res5, at the widths of ``_configs.tiny_detector_cfg``.
 
     Returns:
         its state dict (``stem.*``, ``res2..res5.*``), BN statistics randomised.
     """
     from detectron2.modeling import build_backbone
 
-    cfg = tiny_cfg("c4", depth)
+    cfg = tiny_detector_cfg("c4", depth)
     cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
     torch.manual_seed(seed)

@@ -13,19 +13,20 @@ from soco_d2.checkpoint import (
     load_detector_cfg,
 )
 
-from _fixtures import build_detector, build_plain_resnet, load_cli, tiny_cfg, to_torchvision
+from _configs import tiny_detector_cfg
+from _fixtures import build_detector, build_plain_resnet, load_cli, to_torchvision
 
 
 def _write_cfg(tmp_path, arch, depth, name="ft.yaml"):
     path = tmp_path / name
-    path.write_text(tiny_cfg(arch, depth).dump())
+    path.write_text(tiny_detector_cfg(arch, depth).dump())
     return str(path)
 
 
 def test_infer_arch():
-    assert infer_arch(tiny_cfg("fpn")) == "fpn"
-    assert infer_arch(tiny_cfg("c4", 50)) == "c4"
-    cfg = tiny_cfg("fpn")
+    assert infer_arch(tiny_detector_cfg("fpn")) == "fpn"
+    assert infer_arch(tiny_detector_cfg("c4", 50)) == "c4"
+    cfg = tiny_detector_cfg("fpn")
     cfg.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
     assert infer_arch(cfg) == "fpn"
     cfg.MODEL.BACKBONE.NAME = "build_vit_sfp_backbone"

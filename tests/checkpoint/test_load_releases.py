@@ -6,13 +6,14 @@ import argparse
 import pickle
 from collections import Counter, OrderedDict
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from soco_d2.checkpoint import convert_checkpoint, read_checkpoint
 from soco_d2.pipeline.run import _is_detectron2_weights
+from _configs import tiny_pretrain_cfg
+from _data import write_random_images
 from _paths import REPO_ROOT
 
 from _fixtures import (
@@ -133,19 +134,11 @@ def test_detectron2_weights_read_without_the_flag(tmp_path):
 def test_this_plugins_checkpoint_and_converted_weights_need_no_flag(tmp_path):
     """A real (2-iteration) training's model_final.pth, trainer state included, and the .pkl
     the converter writes from it load without the flag."""
-    from soco_d2.engine import Trainer, load_cfg
+    from soco_d2.engine import Trainer
 
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        cv2.imwrite(str(images / f"img_{i}.png"), rng.integers(0, 256, (80, 96, 3), np.uint8))
-    name = f"untrusted_{abs(hash(str(images))) % 10**8}"
-    cfg = load_cfg(
-        f"{REPO_ROOT}/configs/pretrain/mocov2_R18_tiny.yaml",
-        ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.SSL.REGISTER", f"('{name}=folder:{images}',)",
-         "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.MAX_ITER", "2"],
-    )
+    images = write_random_images(tmp_path / "images")
+    cfg = tiny_pretrain_cfg(f"{REPO_ROOT}/configs/pretrain/mocov2_R18_tiny.yaml", images,
+                            tmp_path / "out", "SOLVER.MAX_ITER", "2")
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()

@@ -2,7 +2,6 @@
 dropped with a logged count, caches per dataset."""
 import logging
 
-import cv2
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -11,15 +10,13 @@ from soco_d2.config import get_ssl_cfg
 from soco_d2.data.build import build_pretrain_loader, get_pretrain_dataset_dicts
 from soco_d2.data.datasets import register_image_folder
 from soco_d2.data.proposals.cache import write_cache
+from _data import write_random_images
 
 
 @pytest.fixture()
 def folder(tmp_path):
     root = tmp_path / "imgs"
-    (root / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in ("a.png", "b.png", "sub/c.png"):
-        cv2.imwrite(str(root / name), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    write_random_images(root, height=48, width=64, names=("a.png", "b.png", "sub/c.png"))
     cache = str(tmp_path / "cache.bin")
     box = np.array([[4, 4, 40, 30]], np.float32)
     # the cache knows a.png and sub/c.png only

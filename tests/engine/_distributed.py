@@ -14,8 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from soco_d2.engine.launch import _hard_exit
+from _data import write_proposal_folder as make_image_folder  # noqa: F401  (its old name)
+from _paths import REPO_ROOT as REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
 
@@ -83,33 +84,12 @@ def subprocess_env(**extra) -> dict:
 PYTHON = sys.executable
 
 
-def make_image_folder(root, n: int = 8, size=(80, 96)):
-    """``n`` random-texture PNGs under ``root`` and a proposal cache with 5 boxes each.
+def logged_iterations(out_dir) -> list:
+    """The iterations a training recorded in ``out_dir/metrics.json`` (rank 0 writes it)."""
+    import json
 
-    Returns:
-        ``(image_dir, cache_path)`` as strings.
-    """
-    import cv2
-    import numpy as np
-
-    from soco_d2.data.proposals.cache import write_cache
-
-    root = os.fspath(root)
-    os.makedirs(root, exist_ok=True)
-    rng = np.random.default_rng(0)
-    h, w = size
-    entries = {}
-    for i in range(n):
-        cv2.imwrite(os.path.join(root, f"img_{i}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
-        xy = rng.uniform(0, min(h, w) / 2, (5, 2))
-        wh = rng.uniform(20, min(h, w) / 2, (5, 2))
-        entries[f"img_{i}.png"] = dict(
-            boxes=np.concatenate([xy, xy + wh], 1).astype(np.float32), width=w, height=h,
-            rule="test",
-        )
-    cache = root.rstrip(os.sep) + "_proposals.bin"
-    write_cache(cache, entries)
-    return root, cache
+    with open(os.path.join(out_dir, "metrics.json")) as f:
+        return [json.loads(line)["iteration"] for line in f if line.strip()]
 
 
 def run_cli(argv, timeout: float, env=None, script: str = TRAIN_NET):

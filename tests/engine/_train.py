@@ -1,83 +1,22 @@
-"""Building blocks shared by the per-method training tests (SoCo, MoCo v2, DenseCL, DetCo, SIM).
+"""Building blocks shared by the per-method training tests (SoCo, MoCo v2, DenseCL, DetCo, BYOL,
+SIM).
 
-Each of those tests trains a tiny config for a few CPU iterations on a folder of random images:
-once through the real loader, once on one fixed batch to see it learn, and once killed and
-resumed to see the resume is exact. The method-specific checks stay in the test files.
+Each of those tests trains a tiny config (``_configs.tiny_pretrain_cfg``) for a few CPU
+iterations on a folder of random images (``_data.write_random_images``): once through the real
+loader, once on one fixed batch to see it learn, and once killed and resumed to see the resume
+is exact. The method-specific checks stay in the test files.
 """
 import os
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from detectron2.config import CfgNode
 
-from soco_d2.engine import Trainer, load_cfg
+from soco_d2.engine import Trainer
 from _hooks import KillAfter
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def write_random_images(
-    root: Path,
-    *,
-    count: int = 6,
-    height: int = 80,
-    width: int = 96,
-    after_each: Optional[Callable[[str, np.random.Generator], None]] = None,
-) -> str:
-    """Writes ``img_{i}.png`` random-texture images, seeded, into ``root``.
-
-    Args:
-        root: an existing folder.
-        count, height, width: how many images and their size in pixels.
-        after_each: called as ``after_each(file_name, rng)`` right after each image is written,
-            to draw per-image extras (proposal boxes) from the same seeded stream.
-
-    Returns:
-        ``root`` as a string.
-    """
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        name = f"img_{i}.png"
-        cv2.imwrite(str(Path(root) / name), rng.integers(0, 256, (height, width, 3), np.uint8))
-        if after_each is not None:
-            after_each(name, rng)
-    return str(root)
-
-
-def tiny_cfg(
-    config_file: str, image_root: str, out_dir, *opts: str, proposals: Optional[str] = None
-) -> CfgNode:
-    """The config ``config_file`` trained on the images under ``image_root``.
-
-    The folder is registered through DATASETS.SSL.REGISTER under a name unique to it, so the
-    test modules of one pytest process never collide in the DatasetCatalog.
-
-    Args:
-        config_file: path of a YAML under ``configs/``.
-        image_root: folder of images (see :func:`write_random_images`).
-        out_dir: OUTPUT_DIR of the run.
-        opts: further ``KEY, VALUE`` overrides, applied last.
-        proposals: proposal cache of the folder, for methods that read one (SoCo).
-
-    Returns:
-        The loaded config, checkpointing every 2 iterations unless ``opts`` says otherwise.
-    """
-    name = f"{Path(config_file).stem}_{abs(hash(image_root)) % 10**8}"
-    spec = f"{name}=folder:{image_root}" + (f":{proposals}" if proposals else "")
-    return load_cfg(
-        config_file,
-        [
-            "DATASETS.TRAIN", f"('{name}',)",
-            "DATASETS.SSL.REGISTER", f"('{spec}',)",
-            "OUTPUT_DIR", str(out_dir),
-            "SOLVER.CHECKPOINT_PERIOD", "2",
-            *opts,
-        ],
-    )
 
 
 class _FixedBatchTrainer(Trainer):
@@ -188,7 +127,7 @@ def assert_resume_is_exact(
         trainer_cls: a class from :func:`fixed_batch_trainer` (the real loader would draw other
             batches after the resume than the uninterrupted run did).
         make_cfg: ``(out_dir, *opts) -> cfg`` checkpointing every 2 iterations, so the kill after
-            iteration 1 leaves ``model_0000001.pth`` behind (:func:`tiny_cfg` does).
+            iteration 1 leaves ``model_0000001.pth`` behind (``tiny_pretrain_cfg`` does).
         tmp_path: the runs write to ``tmp_path / "full"`` and ``tmp_path / "split"``.
         on_resume: called with the resumed trainer before it trains, for checks of what came
             back from the checkpoint besides the weights.

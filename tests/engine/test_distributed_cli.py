@@ -11,28 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from _distributed import REPO, TRAIN_NET, free_port, make_image_folder, run_cli
+from _configs import folder_dataset_opts
+from _data import write_proposal_folder
+from _distributed import REPO, TRAIN_NET, free_port, logged_iterations, run_cli
+
+pytestmark = pytest.mark.spawns
 
 TINY = str(Path(REPO) / "configs/pretrain/soco_R18_FPN_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def soco_data(tmp_path_factory):
-    root, cache = make_image_folder(tmp_path_factory.mktemp("cli") / "imgs", 8)
-    name = "dist_cli_folder"
-    return ["DATASETS.TRAIN", f"('{name}',)",
-            "DATASETS.SSL.REGISTER", f"('{name}=folder:{root}:{cache}',)"]
+    root, cache = write_proposal_folder(tmp_path_factory.mktemp("cli") / "imgs", 8)
+    return folder_dataset_opts("dist_cli_folder", root, cache)
 
 
 def _soco_opts(soco_data, out_dir, max_iter):
     return [*soco_data, "OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", max_iter,
             "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.IMS_PER_BATCH", 4]
-
-
-def _iterations(out_dir):
-    """Iterations recorded in metrics.json (written by rank 0 only)."""
-    with open(os.path.join(out_dir, "metrics.json")) as f:
-        return [json.loads(line)["iteration"] for line in f if line.strip()]
 
 
 @pytest.mark.timeout(300)
@@ -50,7 +46,7 @@ def test_two_processes_pretrain_soco_rank0_writes(soco_data, tmp_path):
             "log.txt", "config.yaml"} <= files, files
     # detectron2 gives each other rank its own log file; nothing else is written twice.
     assert not {f for f in files if "rank" in f} - {"log.txt.rank1"}, files
-    assert _iterations(out)[-1] == 2
+    assert logged_iterations(out)[-1] == 2
     import torch
 
     state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
@@ -138,7 +134,7 @@ def test_two_machines_over_loopback(soco_data, tmp_path):
     for r in (0, 1):
         assert results[r][0] == 0, results[r][1][-3000:]
     assert "model_final.pth" in os.listdir(tmp_path / "m0")
-    assert _iterations(tmp_path / "m0")[-1] == 1
+    assert logged_iterations(tmp_path / "m0")[-1] == 1
     assert os.listdir(tmp_path / "m1") == ["log.txt.rank1"]
 
 

@@ -7,7 +7,9 @@ import pytest
 import soco_d2  # noqa: F401  (registers SoCo and its mapper)
 from soco_d2.engine import Trainer, load_cfg
 from soco_d2.engine.hooks import iteration_seed
-from _distributed import make_image_folder, run_distributed
+from _configs import folder_dataset_opts
+from _data import write_proposal_folder
+from _distributed import run_distributed
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs/pretrain/soco_R18_FPN_tiny.yaml")
 NUM_IMAGES = 8
@@ -15,14 +17,10 @@ GLOBAL_BATCH = 4
 
 
 def _file_names(rank, image_dir, cache, epochs):
-    name = "dist_data_test"
     cfg = load_cfg(
         TINY,
-        [
-            "DATASETS.TRAIN", f"('{name}',)",
-            "DATASETS.SSL.REGISTER", f"('{name}=folder:{image_dir}:{cache}',)",
-            "SOLVER.IMS_PER_BATCH", str(GLOBAL_BATCH),
-        ],
+        [*folder_dataset_opts("dist_data_test", image_dir, cache),
+         "SOLVER.IMS_PER_BATCH", str(GLOBAL_BATCH)],
     )
     loader = iter(Trainer.build_train_loader(cfg))
     per_epoch = NUM_IMAGES // GLOBAL_BATCH  # batches of 2 per rank
@@ -37,9 +35,10 @@ def _file_names(rank, image_dir, cache, epochs):
     return out
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(120)
 def test_each_rank_reads_its_own_part_of_every_epoch(tmp_path):
-    image_dir, cache = make_image_folder(tmp_path / "imgs", NUM_IMAGES)
+    image_dir, cache = write_proposal_folder(tmp_path / "imgs", NUM_IMAGES)
     ranks = run_distributed(_file_names, 2, args=(image_dir, cache, 2), timeout=110)
     everything = {f"img_{i}.png" for i in range(NUM_IMAGES)}
     for epoch in range(2):

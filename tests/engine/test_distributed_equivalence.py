@@ -16,8 +16,10 @@ from detectron2.utils import comm
 import soco_d2  # noqa: F401  (registers SoCo)
 from soco_d2.engine import Trainer, load_cfg
 from soco_d2.engine.hooks import unwrap_model
-from _soco import random_soco_batch
+from _data import random_soco_batch
 from _distributed import run_distributed
+
+pytestmark = pytest.mark.spawns
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs/pretrain/soco_R18_FPN_tiny.yaml")
 GLOBAL_BATCH = 4

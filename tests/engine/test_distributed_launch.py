@@ -66,6 +66,7 @@ def _fail_on_rank1(out_dir):
     comm.synchronize()  # rank 0 waits here until terminated
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(120)
 def test_launch_runs_gloo_processes_with_their_thread_share(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -76,6 +77,7 @@ def test_launch_runs_gloo_processes_with_their_thread_share(tmp_path, monkeypatc
         assert r["threads"] == 1 and r["omp"] == "1"
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(120)
 def test_failed_rank_ends_the_job_and_is_named(tmp_path):
     with pytest.raises(DistributedJobError, match=r"Rank 1 \(machine 0, local process 1\)") as e:

@@ -17,6 +17,8 @@ import pytest
 
 from _distributed import REPO, make_image_folder
 
+pytestmark = pytest.mark.spawns  # submitit's local executor starts the tasks as processes
+
 submitit = pytest.importorskip("submitit")
 
 from soco_d2.engine.slurm import ToolJob  # noqa: E402

@@ -59,6 +59,7 @@ def _reference(x_global, make_bn):
     return bn, x, y.detach()
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("x_global,make_bn", [(GLOBAL_4D, _make_bn_4d), (GLOBAL_2D, _make_mlp_bn)])
 def test_two_ranks_match_one_process_on_the_whole_batch(x_global, make_bn):
@@ -118,6 +119,7 @@ def _ddp_step(rank):
     return {k: v.grad for k, v in model.named_parameters()}
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(120)
 def test_ddp_on_cpu_averages_gradients_over_ranks():
     grads = run_distributed(_ddp_step, 2)

@@ -5,7 +5,6 @@ loopback meet through the c10d rendezvous; with ``--max-restarts 1`` a worker th
 is restarted with its group, which resumes from the last checkpoint by itself and ends at the
 same final iteration. Every command runs with a hard timeout (its process group is killed).
 """
-import json
 import os
 import threading
 import time
@@ -13,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from _distributed import REPO, TRAIN_NET, free_port, make_image_folder, run_torchrun
+from _configs import folder_dataset_opts
+from _data import write_proposal_folder
+from _distributed import REPO, TRAIN_NET, free_port, logged_iterations, run_torchrun
 
 from soco_d2.engine.launch import launch
 from soco_d2.engine.torchrun import restart_count, torchrun_env
@@ -23,20 +24,13 @@ TINY = str(Path(REPO) / "configs/pretrain/soco_R18_FPN_tiny.yaml")
 
 @pytest.fixture(scope="module")
 def soco_data(tmp_path_factory):
-    root, cache = make_image_folder(tmp_path_factory.mktemp("torchrun") / "imgs", 8)
-    name = "torchrun_folder"
-    return ["DATASETS.TRAIN", f"('{name}',)",
-            "DATASETS.SSL.REGISTER", f"('{name}=folder:{root}:{cache}',)"]
+    root, cache = write_proposal_folder(tmp_path_factory.mktemp("torchrun") / "imgs", 8)
+    return folder_dataset_opts("torchrun_folder", root, cache)
 
 
 def _train_args(soco_data, out_dir, max_iter):
     return ["--config-file", TINY, *soco_data, "OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", max_iter,
             "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.IMS_PER_BATCH", 4]
-
-
-def _iterations(out_dir):
-    with open(os.path.join(out_dir, "metrics.json")) as f:
-        return [json.loads(line)["iteration"] for line in f if line.strip()]
 
 
 def test_torchrun_environment_is_read():
@@ -62,6 +56,7 @@ def test_torchrun_with_num_gpus_is_refused(monkeypatch):
         launch(print, 2, dist_url="auto")
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(300)
 def test_torchrun_two_processes_form_one_group(soco_data, tmp_path):
     out = tmp_path / "out"
@@ -80,9 +75,10 @@ def test_torchrun_two_processes_form_one_group(soco_data, tmp_path):
     # rank 0 writes everything once; rank 1 only its log
     assert len([f for f in files if f.startswith("events.out.tfevents")]) == 1, files
     assert not {f for f in files if "rank" in f} - {"log.txt.rank1"}, files
-    assert _iterations(out)[-1] == 2
+    assert logged_iterations(out)[-1] == 2
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(300)
 def test_torchrun_two_nodes_c10d_rendezvous_over_loopback(soco_data, tmp_path):
     endpoint = f"127.0.0.1:{free_port()}"
@@ -108,7 +104,7 @@ def test_torchrun_two_nodes_c10d_rendezvous_over_loopback(soco_data, tmp_path):
     assert "World size: 1" not in logs
     assert "Rank of current process: 1. World size: 2" in (out / "log.txt.rank1").read_text()
     assert "model_final.pth" in os.listdir(out)
-    assert _iterations(out)[-1] == 1
+    assert logged_iterations(out)[-1] == 1
 
 
 _DIE_DRIVER = """
@@ -137,6 +133,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.spawns
 @pytest.mark.timeout(400)
 def test_torchrun_restart_resumes_from_last_checkpoint(soco_data, tmp_path):
     stamp, driver = tmp_path / "died_at", tmp_path / "die_driver.py"
@@ -156,7 +153,7 @@ def test_torchrun_restart_resumes_from_last_checkpoint(soco_data, tmp_path):
     # the checkpoint of iteration 1 (period 2) was the last one before the death after 2
     assert "Starting training from iteration 2" in log, log[-4000:]
     assert (out / "model_final.pth").is_file()
-    assert _iterations(out)[-1] == 3  # the same final iteration as an uninterrupted run
+    assert logged_iterations(out)[-1] == 3  # the same final iteration as an uninterrupted run
     import torch
 
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)

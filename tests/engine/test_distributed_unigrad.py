@@ -1,10 +1,12 @@
 """SIM's UniGrad over two gloo processes: the target correlation is all-reduced, and the
 averaged per-rank step equals the one-process step on the whole batch."""
+import pytest
 import torch
 
 from soco_d2.modeling.sim import target_correlation, unigrad_loss
 from _distributed import run_distributed
 
+pytestmark = pytest.mark.spawns
 
 # One global batch of 2 x 3 tokens split over 2 ranks; rank 1's targets far from rank 0's, so a
 # per-rank correlation would differ from the global one.

@@ -1,6 +1,7 @@
 """A method without a target network (SimCLR-style, defined here) fits the engine without stubs:
 it subclasses ``SSLMetaArch`` only, trains through the Trainer on the ``multi_view`` mapper's
 views, gets no EMA hook, checkpoints no ``target.*``, and the benchmark times it."""
+import os
 from functools import partial
 
 import pytest
@@ -13,13 +14,10 @@ from torch import nn
 from soco_d2.engine import TargetEMAHook, Trainer, WeightDriftHook
 from soco_d2.engine.benchmark import benchmark_training
 from soco_d2.modeling import SSLMetaArch
-from _train import (
-    CONFIGS,
-    assert_finite_losses,
-    load_final_checkpoint,
-    tiny_cfg,
-    write_random_images,
-)
+from _configs import tiny_pretrain_cfg
+from _data import write_random_images
+from _paths import CONFIGS
+from _train import assert_finite_losses, load_final_checkpoint
 
 
 class TinyNoTargetMethod(SSLMetaArch):
@@ -63,14 +61,14 @@ if "TinyNoTargetMethod" not in META_ARCH_REGISTRY:
     META_ARCH_REGISTRY.register(TinyNoTargetMethod)
 
 # BYOL's tiny config only for its views (multi_view mapper, two 64 px views) and solver
-TINY = str(CONFIGS / "pretrain/byol_R18_tiny.yaml")
+TINY = os.path.join(CONFIGS, "pretrain/byol_R18_tiny.yaml")
 OPTS = ("MODEL.META_ARCHITECTURE", "TinyNoTargetMethod", "SOLVER.MAX_ITER", "3")
 
 
 @pytest.fixture(scope="module")
 def make_cfg(tmp_path_factory):
     images = write_random_images(tmp_path_factory.mktemp("no_target_imgs"))
-    return partial(tiny_cfg, TINY, images)
+    return partial(tiny_pretrain_cfg, TINY, images)
 
 
 def test_a_method_without_target_trains_through_the_trainer(make_cfg, tmp_path):

@@ -1,22 +1,23 @@
 """SIM through the Trainer on CPU: real loader, loss decrease on a fixed batch, exact resume."""
+import os
 from functools import partial
 
 import numpy as np
 import pytest
 
 from soco_d2.engine import Trainer
+from _configs import tiny_pretrain_cfg
+from _data import write_random_images
+from _paths import CONFIGS
 from _train import (
-    CONFIGS,
     assert_finite_losses,
     assert_resume_is_exact,
     fixed_batch_trainer,
     start,
-    tiny_cfg,
     train_fixed_batch,
-    write_random_images,
 )
 
-TINY = str(CONFIGS / "pretrain/sim_vit_tiny.yaml")
+TINY = os.path.join(CONFIGS, "pretrain/sim_vit_tiny.yaml")
 FixedBatchTrainer = fixed_batch_trainer()
 
 
@@ -24,7 +25,7 @@ FixedBatchTrainer = fixed_batch_trainer()
 def make_cfg(tmp_path_factory):
     """``(out_dir, *opts) -> cfg`` on six 56x48 random-texture images."""
     root = write_random_images(tmp_path_factory.mktemp("sim_train_imgs"), height=48, width=56)
-    return partial(tiny_cfg, TINY, root)
+    return partial(tiny_pretrain_cfg, TINY, root)
 
 
 def test_real_loader_and_loss_decrease(make_cfg, tmp_path):

@@ -21,16 +21,17 @@ sequences agree to 1e-15 relative; ``rtol=1e-9`` covers reordering with a wide m
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 import soco_d2  # noqa: F401
-from soco_d2.data.proposals.cache import write_cache
 from soco_d2.engine import Trainer, load_cfg
+from _configs import folder_dataset_opts
+from _data import write_proposal_folder
+from _paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(REPO_ROOT)
 PINNED = Path(__file__).parent / "data" / "soco_tiny_losses_float64.json"
 
 
@@ -42,32 +43,14 @@ def float64_default():
     torch.set_default_dtype(previous)
 
 
-def _golden_images(folder: Path) -> str:
-    """8 random images and 5 proposals each (numpy's generator: the same on every CPU)."""
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    entries = {}
-    for i in range(8):
-        cv2.imwrite(str(folder / f"img_{i}.png"), rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
-        xy, wh = rng.uniform(0, 40, (5, 2)), rng.uniform(20, 40, (5, 2))
-        entries[f"img_{i}.png"] = dict(
-            boxes=np.concatenate([xy, xy + wh], 1).astype(np.float32), width=96, height=80,
-            rule="test",
-        )
-    cache = f"{folder}_proposals.bin"
-    write_cache(cache, entries)
-    return cache
-
-
 @pytest.mark.portable
 def test_soco_tiny_loss_sequence_is_pinned(tmp_path, float64_default):
-    images = tmp_path / "golden"
-    cache = _golden_images(images)
+    # 8 random images and 5 proposals each (numpy's generator: the same on every CPU)
+    images, cache = write_proposal_folder(tmp_path / "golden", 8)
     cfg = load_cfg(
         str(ROOT / "configs/pretrain/soco_R18_FPN_tiny.yaml"),
         [
-            "DATASETS.TRAIN", "('golden_pin',)",
-            "DATASETS.SSL.REGISTER", f"('golden_pin=folder:{images}:{cache}',)",
+            *folder_dataset_opts("golden_pin", images, cache),
             "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.MAX_ITER", "5",
             "SOLVER.CHECKPOINT_PERIOD", "100",
         ],

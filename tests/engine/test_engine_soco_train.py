@@ -1,26 +1,25 @@
 """The Trainer on the tiny SoCo config: real loader end to end, loss decrease, exact resume."""
+import os
 from functools import partial
 
-import numpy as np
 import pytest
 import torch
 
 import soco_d2  # noqa: F401  (registers SoCo)
-from soco_d2.data.proposals.cache import write_cache
 from soco_d2.engine import Trainer
+from _configs import tiny_pretrain_cfg
+from _data import write_proposal_folder
+from _paths import CONFIGS
 from _train import (
-    CONFIGS,
     assert_finite_losses,
     assert_resume_is_exact,
     fixed_batch_trainer,
     load_final_checkpoint,
     start,
-    tiny_cfg,
     train_fixed_batch,
-    write_random_images,
 )
 
-TINY = str(CONFIGS / "pretrain/soco_R18_FPN_tiny.yaml")
+TINY = os.path.join(CONFIGS, "pretrain/soco_R18_FPN_tiny.yaml")
 FixedBatchTrainer = fixed_batch_trainer()
 
 
@@ -28,21 +27,8 @@ FixedBatchTrainer = fixed_batch_trainer()
 def make_cfg(tmp_path_factory):
     """``(out_dir, *opts) -> cfg`` on six 96x80 random-texture images and a proposal cache
     with 5 boxes each."""
-    root = tmp_path_factory.mktemp("soco_imgs")
-    entries = {}
-
-    def add_boxes(name, rng):
-        xy = rng.uniform(0, 40, (5, 2))
-        wh = rng.uniform(20, 40, (5, 2))
-        entries[name] = dict(
-            boxes=np.concatenate([xy, xy + wh], 1).astype(np.float32), width=96, height=80,
-            rule="test",
-        )
-
-    write_random_images(root, after_each=add_boxes)
-    cache = str(root.parent / f"{root.name}_proposals.bin")
-    write_cache(cache, entries)
-    return partial(tiny_cfg, TINY, str(root), proposals=cache)
+    root, cache = write_proposal_folder(tmp_path_factory.mktemp("soco_imgs"), 6)
+    return partial(tiny_pretrain_cfg, TINY, root, proposals=cache)
 
 
 def test_tiny_config_trains_with_real_loader(make_cfg, tmp_path):

@@ -1,8 +1,6 @@
 """The DenseCL meta-architecture on the tiny config: queues, dense loss, warm-up, floor, keys."""
 import copy
-import importlib.util
-import math
-from pathlib import Path
+import os
 
 import pytest
 import torch
@@ -13,9 +11,10 @@ from detectron2.utils.events import EventStorage
 import soco_d2  # noqa: F401  (registers DenseCL)
 from soco_d2.engine import load_cfg
 from soco_d2.modeling.meta_arch import DenseCL
+from _configs import tiny_detector_cfg
+from _paths import CONFIGS
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = str(ROOT / "configs/pretrain/densecl_R18_tiny.yaml")
+TINY = os.path.join(CONFIGS, "pretrain/densecl_R18_tiny.yaml")
 
 
 def _model(*opts):
@@ -154,17 +153,9 @@ def test_bad_config_values_fail_clearly():
         _model("MODEL.MOCO.QUEUE_SIZE", "66")
 
 
-def _tiny_detector_cfg():
-    path = ROOT / "tests/checkpoint/_fixtures.py"
-    spec = importlib.util.spec_from_file_location("checkpoint_fixtures", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.tiny_cfg("fpn", 18)
-
-
 def test_backbone_keys_are_detectron2_resnet_keys():
     state = _model().state_dict()
-    detector = build_model(_tiny_detector_cfg()).state_dict()
+    detector = build_model(tiny_detector_cfg("fpn", 18)).state_dict()
     keys = [k for k in detector if k.startswith("backbone.bottom_up.")]
     assert len(keys) > 100
     for k in keys:

@@ -1,7 +1,6 @@
 """DetCo: level weights, cross terms, patch concatenation order, queues, floor, transfer keys."""
-import importlib.util
 import math
-from pathlib import Path
+import os
 
 import pytest
 import torch
@@ -11,17 +10,10 @@ from detectron2.utils.events import EventStorage
 from soco_d2.config import get_ssl_cfg
 from soco_d2.modeling.detco.heads import patches_to_images
 from soco_d2.modeling.detco.losses import detco_level_terms, weight_level_losses
+from _configs import tiny_detector_cfg
+from _paths import CONFIGS
 
-TESTS = Path(__file__).resolve().parents[1]
-TINY = str(TESTS.parent / "configs/pretrain/detco_R18_tiny.yaml")
-
-
-def _tiny_detector_cfg():
-    """tests/checkpoint/_fixtures.py::tiny_cfg("fpn", 18): the detector the weights must fit."""
-    spec = importlib.util.spec_from_file_location("_fixtures", TESTS / "checkpoint/_fixtures.py")
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    return fixtures.tiny_cfg("fpn", 18)
+TINY = os.path.join(CONFIGS, "pretrain/detco_R18_tiny.yaml")
 
 
 def _model(*opts):
@@ -139,7 +131,7 @@ def test_floor_runs_both_backbones_on_views_and_patches():
 
 
 def test_backbone_keys_load_into_a_detector():
-    detector = build_model(_tiny_detector_cfg())
+    detector = build_model(tiny_detector_cfg("fpn", 18))
     ours = _model().state_dict()
     wanted = {k: v for k, v in detector.state_dict().items() if k.startswith("backbone.bottom_up.")}
     assert wanted

@@ -1,7 +1,6 @@
 """MoCoV2 meta-architecture: the loss and queue against a hand-written step, shuffle-BN keys,
 build-time errors, and backbone keys that load into a detectron2 detector."""
-import importlib.util
-from pathlib import Path
+import os
 
 import pytest
 import torch
@@ -12,9 +11,10 @@ import soco_d2  # noqa: F401  (registers MoCoV2)
 from soco_d2.engine import load_cfg
 from soco_d2.modeling.contrastive import info_nce_loss
 from soco_d2.modeling.shuffle_bn import SplitBatchNorm
+from _configs import tiny_detector_cfg
+from _paths import CONFIGS
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs/pretrain/mocov2_R18_tiny.yaml")
+TINY = os.path.join(CONFIGS, "pretrain/mocov2_R18_tiny.yaml")
 
 
 def _model(*opts):
@@ -134,17 +134,8 @@ def test_inference_returns_features_and_unit_embeddings():
     torch.testing.assert_close(out[2]["embeddings"][0].norm(), torch.tensor(1.0))
 
 
-def _load_checkpoint_fixtures():
-    path = REPO / "tests" / "checkpoint" / "_fixtures.py"
-    spec = importlib.util.spec_from_file_location("checkpoint_fixtures", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_backbone_keys_are_detectron2_resnet_keys_of_a_detector():
-    fixtures = _load_checkpoint_fixtures()
-    detector = build_model(fixtures.tiny_cfg("fpn", 18)).state_dict()
+    detector = build_model(tiny_detector_cfg("fpn", 18)).state_dict()
     ours = _model().state_dict()
     bottom_up = {k: v for k, v in detector.items() if k.startswith("backbone.bottom_up.")}
     assert bottom_up

@@ -7,7 +7,8 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from soco_d2.modeling.momentum import build_momentum_target, cosine_momentum, ema_update_
-from _soco import random_soco_batch, tiny_soco_cfg
+from _configs import tiny_soco_cfg
+from _data import random_soco_batch
 
 
 def test_cosine_momentum_schedule():

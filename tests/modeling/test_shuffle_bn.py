@@ -57,6 +57,7 @@ def _shuffle_worker(rank: int, world: int, port: int, out_dir: str):
         dist.destroy_process_group()
 
 
+@pytest.mark.spawns
 def test_two_process_shuffle_is_global_and_unshuffle_returns_own_rows():
     world = 2
     with tempfile.TemporaryDirectory() as out_dir:

@@ -1,8 +1,6 @@
 """The SIM meta-architecture and mapper on the tiny config: inputs, EMA, frozen patch embed."""
-from pathlib import Path
+import os
 
-import cv2
-import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -10,8 +8,10 @@ from detectron2.modeling import build_model
 from soco_d2.data.dataset_mappers import build_dataset_mapper
 from soco_d2.engine import load_cfg
 from soco_d2.solver import build_optimizer
+from _data import write_random_images
+from _paths import CONFIGS
 
-TINY = str(Path(__file__).resolve().parents[2] / "configs/pretrain/sim_vit_tiny.yaml")
+TINY = os.path.join(CONFIGS, "pretrain/sim_vit_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +21,11 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def batch(cfg, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim_imgs")
-    rng = np.random.default_rng(0)
+    names = [f"{i}.png" for i in range(3)]
+    root = write_random_images(tmp_path_factory.mktemp("sim_imgs"), height=48, width=56,
+                               names=names)
     mapper = build_dataset_mapper(cfg)
-    out = []
-    for i in range(3):
-        path = str(root / f"{i}.png")
-        cv2.imwrite(path, rng.integers(0, 256, (48, 56, 3), dtype=np.uint8))
-        out.append(mapper({"file_name": path, "image_id": i}))
-    return out
+    return [mapper({"file_name": f"{root}/{n}", "image_id": i}) for i, n in enumerate(names)]
 
 
 def test_mapper_outputs(batch):

@@ -14,7 +14,8 @@ import torch
 from detectron2.modeling import build_model
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from _soco import random_soco_batch, tiny_soco_cfg
+from _configs import tiny_soco_cfg
+from _data import random_soco_batch
 
 
 def _pair(cfg):

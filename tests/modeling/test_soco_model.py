@@ -3,7 +3,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from _soco import random_soco_batch, tiny_soco_cfg
+from _configs import tiny_soco_cfg
+from _data import random_soco_batch
 
 
 def _train_step(cfg, batch_size=2):

@@ -9,7 +9,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from _soco import tiny_soco_cfg
+from _configs import tiny_soco_cfg
 
 PRETRAIN_ONLY = ("target.", "projector.", "predictor.")
 

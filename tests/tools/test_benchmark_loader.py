@@ -4,8 +4,11 @@ import json
 import os
 
 import cv2
+import pytest
 
 from soco_d2.tools.benchmark_loader import main, write_images
+
+pytestmark = pytest.mark.spawns  # loader worker processes
 
 
 def test_images_are_imagenet_sized_jpegs_and_deterministic(tmp_path):

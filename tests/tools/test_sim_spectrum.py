@@ -2,16 +2,17 @@
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from soco_d2.engine import load_cfg
+from _configs import folder_dataset_opts
+from _data import write_random_images
+from _paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(REPO_ROOT)
 TINY = str(ROOT / "configs/pretrain/sim_vit_tiny.yaml")
 
 
@@ -21,11 +22,8 @@ def tool(load_script):
 
 
 def test_spectra_of_random_init_and_of_a_collapsed_checkpoint(tool, tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
-    opts = ["DATASETS.SSL.REGISTER", repr((f"spectrum_imgs=folder:{tmp_path}",)),
-            "DATASETS.TRAIN", "('spectrum_imgs',)"]
+    write_random_images(tmp_path, height=40, width=48, names=[f"{i}.png" for i in range(4)])
+    opts = folder_dataset_opts("spectrum_imgs", tmp_path)
     # a checkpoint whose target embeds every token as the same vector (zero weight, random
     # bias; the projector blocks keep equal tokens equal): a fully collapsed target
     cfg = load_cfg(TINY, opts)

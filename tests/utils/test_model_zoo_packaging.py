@@ -26,6 +26,7 @@ def _requires(metadata: str):
             if line.startswith("Requires-Dist:")]
 
 
+@pytest.mark.spawns
 def test_wheel_ships_configs_and_no_torch_or_detectron2(tmp_path):
     wheel = build_wheel(str(tmp_path))
     with zipfile.ZipFile(wheel) as z:

@@ -18,6 +18,7 @@ def test_nothing_to_watch_without_the_variable_or_for_another_parent(monkeypatch
     assert parent.stop_with_parent() is None
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize("own_group", [True, False])
 def test_watches_only_as_the_leader_of_its_own_group(own_group):
     """run_command starts commands in a session of their own; a process in its parent's

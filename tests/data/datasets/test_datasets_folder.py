@@ -15,7 +15,7 @@ from soco_d2.data.datasets import (
     scan_image_folder,
 )
 
-from _dataset_files import unique_name, write_coco, write_image_tree
+from _data import unique_name, write_coco, write_image_tree
 
 
 def _forget(name):

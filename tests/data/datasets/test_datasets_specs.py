@@ -13,7 +13,7 @@ from soco_d2.data.datasets import (
     register_from_cfg,
 )
 
-from _dataset_files import unique_name, write_coco, write_voc
+from _data import unique_name, write_coco, write_voc
 
 
 def _cfg():

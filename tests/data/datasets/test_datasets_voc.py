@@ -12,7 +12,7 @@ from soco_d2.data.datasets import (
     register_voc_folder,
 )
 
-from _dataset_files import unique_name, write_voc
+from _data import unique_name, write_voc
 
 # Three images as LabelImg writes them: no <pose>, <truncated>, <difficult>, except one
 # explicitly difficult dog, and one corner written as a float.

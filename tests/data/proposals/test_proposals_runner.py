@@ -31,6 +31,7 @@ def _same(a: str, b: str) -> None:
         assert ca.info_at(i) == cb.info_at(i)
 
 
+@pytest.mark.spawns
 def test_bad_inputs_are_reported_and_good_images_processed(tmp_path, photo_writer):
     root = tmp_path / "imgs"
     good = photo_writer(str(root), ("astronaut", "coffee"), side=160)
@@ -77,6 +78,7 @@ def test_bad_inputs_are_reported_and_good_images_processed(tmp_path, photo_write
         assert (b[:, 2] <= info["width"]).all() and (b[:, 3] <= info["height"]).all()
 
 
+@pytest.mark.spawns
 def test_shards_merged_equal_single_run(tmp_path, photo_dir):
     single = _run(photo_dir, tmp_path / "single.bin")
     shards = [str(tmp_path / f"s{i}.bin") for i in range(3)]
@@ -103,6 +105,7 @@ def _cli_in_process(capsys, *args) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.spawns
 def test_sigkill_then_resume_equals_single_run(tmp_path, capsys, photo_writer):
     photo_dir = str(tmp_path / "photos")
     photo_writer(photo_dir, side=320)  # ~40 ms per image: the kill lands mid-run

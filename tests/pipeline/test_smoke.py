@@ -6,24 +6,15 @@ import pytest
 
 from soco_d2.pipeline import PipelineSpec, StageRunner, run_pipeline
 from soco_d2.pipeline import run as pipeline
+from _configs import PIPELINE_FINETUNE_OPTS, PIPELINE_PRETRAIN_OPTS
+from _paths import REPO_ROOT as REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-pytestmark = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(REPO, "tools", "train_net.py")),
-    reason="tools/train_net.py (engine) not available",
-)
-
-TINY_PRETRAIN = [
-    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-    "SOLVER.CHECKPOINT_PERIOD", "1", "INPUT.SSL.VIEW_SIZES", "[64, 64, 32]",
-    "DATALOADER.NUM_WORKERS", "0",
-]
-TINY_FINETUNE = [
-    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "()",
-    "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-    "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+pytestmark = [
+    pytest.mark.spawns,  # every training runs as a subprocess
+    pytest.mark.skipif(
+        not os.path.isfile(os.path.join(REPO, "tools", "train_net.py")),
+        reason="tools/train_net.py (engine) not available",
+    ),
 ]
 
 
@@ -37,8 +28,8 @@ def test_pipeline_tiny_run_resumes_after_interruption(tmp_path, monkeypatch):
         finetune_config=os.path.join(REPO, "configs/demo/mask_rcnn_R18_FPN_demo.yaml"),
         inits=["soco", "scratch"],
         seeds=[0],
-        pretrain_opts=TINY_PRETRAIN,
-        finetune_opts=TINY_FINETUNE,
+        pretrain_opts=PIPELINE_PRETRAIN_OPTS,
+        finetune_opts=PIPELINE_FINETUNE_OPTS,
         demo_data=dict(num_unlabeled=6, num_train=4, num_val=2, image_size=64),
         proposals=(str(demo / "unlabeled"), str(demo / "proposals_unlabeled")),
         selective_search_args=["--no-progress", "--min-side", "8"],

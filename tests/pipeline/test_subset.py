@@ -1,16 +1,15 @@
-"""The low-label protocol (issue 21): one seeded labelled subset for every init and seed, kept in
+"""The low-label protocol: one seeded labelled subset for every init and seed, kept in
 DIR/data and reused on resume; a pool holding a test image is refused. Trainings are faked."""
 import json
 import os
 import shutil
 
-import cv2
-import numpy as np
 import pytest
 
 from soco_d2.pipeline import PipelineSpec, finetune_data_opts, run_pipeline
 from soco_d2.pipeline import run as run_mod
 from soco_d2.pipeline.run import load_config
+from _data import write_small_voc
 from _paths import REPO_ROOT
 from soco_d2.pipeline.subset import (
     MANIFEST,
@@ -138,21 +137,9 @@ def test_a_full_label_output_refuses_a_subset(tmp_path, demo):
     assert not (out / MANIFEST).exists()
 
 
-_XML = """<annotation><filename>{name}.jpg</filename>
-<size><width>64</width><height>48</height><depth>3</depth></size>
-<object><name>disc</name><bndbox><xmin>5</xmin><ymin>6</ymin><xmax>30</xmax><ymax>40</ymax>
-</bndbox></object></annotation>"""
-
-
 def test_a_voc_train_set_becomes_a_coco_subset(tmp_path):
-    root = tmp_path / "voc"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        os.makedirs(root / sub)
     ids = [f"im{i}" for i in range(6)]
-    for i, name in enumerate(ids):
-        cv2.imwrite(str(root / f"JPEGImages/{name}.jpg"), np.full((48, 64, 3), 30 * i, np.uint8))
-        (root / f"Annotations/{name}.xml").write_text(_XML.format(name=name))
-    (root / "ImageSets/Main/train.txt").write_text("\n".join(ids) + "\n")
+    root = write_small_voc(tmp_path / "voc", ids=ids, splits={"train": ids})
     spec = PipelineSpec(output=str(tmp_path / "out"), train_subset=2, subset_seed=3)
     opts = {FT: finetune_data_opts(load_config(FT), f"voc:{root}:train", None)}
     opts, manifest = train_subset_opts(spec, spec.output, opts)

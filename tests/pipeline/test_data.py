@@ -1,48 +1,25 @@
 """A user's data as flags: the fine-tune / pretraining overrides derived from the datasets."""
 import os
 
-import cv2
-import numpy as np
 import pytest
 
 from soco_d2.pipeline import finetune_data_opts, pretrain_data_opts, resolve_dataset
 from soco_d2.pipeline.run import load_config
+from _data import write_grey_images, write_small_voc
 from _paths import REPO_ROOT
 
 FT = os.path.join(REPO_ROOT, "configs/demo/mask_rcnn_R18_FPN_demo.yaml")
 RETINA = os.path.join(REPO_ROOT, "configs/coco/retinanet_R_50_FPN_1x.yaml")
 
-_XML = """<annotation><filename>{name}.jpg</filename>
-<size><width>64</width><height>48</height><depth>3</depth></size>
-<object><name>{cls}</name><bndbox><xmin>5</xmin><ymin>6</ymin><xmax>30</xmax><ymax>40</ymax>
-</bndbox></object></annotation>"""
 
-
-def make_voc(root, classes=("disc",), ids=("a", "b", "c", "d")):
-    """A VOC tree with one box per image (no pose/truncated/difficult tags), splits train/val."""
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
-    for i, name in enumerate(ids):
-        img = np.full((48, 64, 3), 60 + 40 * i, np.uint8)
-        cv2.imwrite(os.path.join(root, "JPEGImages", f"{name}.jpg"), img)
-        with open(os.path.join(root, "Annotations", f"{name}.xml"), "w") as f:
-            f.write(_XML.format(name=name, cls=classes[i % len(classes)]))
-    half = len(ids) // 2
-    for split, part in (("train", ids[:half]), ("val", ids[half:])):
-        with open(os.path.join(root, "ImageSets/Main", f"{split}.txt"), "w") as f:
-            f.write("\n".join(part) + "\n")
-    return str(root)
-
-
-def make_folder(root, n=3):
-    os.makedirs(root, exist_ok=True)
-    for i in range(n):
-        cv2.imwrite(os.path.join(root, f"{i}.png"), np.full((32, 32, 3), 50 * i, np.uint8))
+def _folder(root):
+    """Three flat 32x32 images (shades 0, 50, 100): an unlabeled folder."""
+    write_grey_images(root, [0, 50, 100], height=32, width=32)
     return str(root)
 
 
 def test_voc_folder_gives_the_finetune_opts_without_user_overrides(tmp_path):
-    voc = make_voc(tmp_path / "voc")
+    voc = write_small_voc(tmp_path / "voc")
     cfg = load_config(FT)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 6 and cfg.MODEL.MASK_ON
     opts = finetune_data_opts(cfg, f"voc:{voc}:train", f"voc:{voc}:val")
@@ -86,14 +63,14 @@ def test_coco_spec_with_masks_and_a_retinanet(tmp_path):
 
 def test_bad_data_flags_are_clear_errors(tmp_path):
     cfg = load_config(FT)
-    images = make_folder(tmp_path / "images")
+    images = _folder(tmp_path / "images")
     with pytest.raises(ValueError, match="--train .*an image folder has no labels"):
         finetune_data_opts(cfg, f"folder:{images}", None)
     with pytest.raises(ValueError, match="--test 'nowhere_set': not a registered dataset"):
         finetune_data_opts(cfg, None, "nowhere_set")
     with pytest.raises(ValueError, match="Bad DATASETS.SSL.REGISTER entry"):
         resolve_dataset("coco:only_one_field", "x", "--train")
-    two = make_voc(tmp_path / "voc2", classes=("disc", "star"), ids=("a", "b", "c", "d"))
+    two = write_small_voc(tmp_path / "voc2", classes=("disc", "star"), ids=("a", "b", "c", "d"))
     # train holds disc only, val disc and star when collected per split: not the same classes
     with open(os.path.join(two, "ImageSets/Main/train.txt"), "w") as f:
         f.write("a\nc\n")
@@ -104,7 +81,7 @@ def test_bad_data_flags_are_clear_errors(tmp_path):
 
 
 def test_unlabeled_folder_opts(tmp_path):
-    images = make_folder(tmp_path / "images")
+    images = _folder(tmp_path / "images")
     config = os.path.join(REPO_ROOT, "configs/pretrain/soco_R18_FPN_tiny.yaml")
     cfg = load_config(config)
     cache = str(tmp_path / "out/proposals/unlabeled.bin")

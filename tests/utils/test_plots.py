@@ -7,6 +7,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools import mask as mask_util
 
 from soco_d2.utils.plots import load_metrics, plot_prediction_grid, plot_training_curves
+from _data import write_grey_images
 
 
 def _write_metrics(path, iters, offset=0.0):
@@ -61,11 +62,7 @@ def test_training_curves_draw_weight_drift_when_logged(tmp_path, monkeypatch):
 
 
 def test_prediction_grid_draws_gt_and_predictions(tmp_path):
-    files = []
-    for i in range(2):
-        img = np.full((64, 64, 3), 40 * (i + 1), np.uint8)
-        files.append(str(tmp_path / f"{i}.png"))
-        cv2.imwrite(files[-1], img)
+    files = write_grey_images(str(tmp_path), [40, 80], height=64, width=64)
     name = "soco_test_plot_grid"
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)

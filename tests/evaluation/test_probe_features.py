@@ -10,8 +10,7 @@ from soco_d2.data.demo import generate_demo_dataset
 from soco_d2.data.datasets import register_dataset_spec
 from soco_d2.engine import load_cfg
 from soco_d2.evaluation.probe import effective_rank, probe_weights, ridge_probe
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _paths import REPO_ROOT
 
 
 def test_ridge_probe_separates_separable_classes_and_not_shuffled_labels():
@@ -40,7 +39,7 @@ def test_probe_weights_on_a_detector_counts_boxes_and_sees_the_weights(tmp_path)
     train = register_dataset_spec(f"probe_train=coco:{ann}/instances_train.json:{root}/train")
     val = register_dataset_spec(f"probe_val=coco:{ann}/instances_val.json:{root}/val")
     cfg = load_cfg(
-        os.path.join(REPO, "configs/demo/mask_rcnn_R18_FPN_demo.yaml"),
+        os.path.join(REPO_ROOT, "configs/demo/mask_rcnn_R18_FPN_demo.yaml"),
         ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96"],
     )
     # The random init saved as is and with fc1 scaled by 10: relu(10 z) = 10 relu(z), so the

@@ -2,9 +2,14 @@
 import json
 from pathlib import Path
 
-from soco_d2.data.demo import generate_demo_dataset
+import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from soco_d2.data.demo import generate_demo_dataset
+from _paths import REPO_ROOT
+
+pytestmark = pytest.mark.spawns
+
+ROOT = Path(REPO_ROOT)
 
 
 def test_bench_jobs_runs_both_sets_and_reports_them(tmp_path, monkeypatch, capsys, load_script):

@@ -1,4 +1,4 @@
-"""The paired verdict (issue 21): per-seed differences, 3 seeds at least, the rule printed."""
+"""The paired verdict: per-seed differences, 3 seeds at least, the rule printed."""
 import numpy as np
 import pytest
 
@@ -16,7 +16,7 @@ def _runs(ap_by_seed):
 
 
 def _unpaired_call(a, b):
-    """The rule before issue 21: |mean a - mean b| against twice the larger seed std."""
+    """The earlier, unpaired rule: |mean a - mean b| against twice the larger seed std."""
     delta = np.mean(a) - np.mean(b)
     two_std = 2 * max(np.std(a, ddof=1), np.std(b, ddof=1))
     return "within" if abs(delta) <= two_std else ("ahead" if delta > 0 else "behind")

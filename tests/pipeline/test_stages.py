@@ -339,6 +339,7 @@ def test_pretrain_seconds_count_failed_attempts(tmp_path):
     assert runner.seconds("pretrain/b") is None
 
 
+@pytest.mark.spawns
 def test_failed_command_reports_log_tail(tmp_path):
     import sys
 
@@ -359,6 +360,15 @@ def _alive(pid):
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
+def _assert_gone(*pids, within: float = 15.0):
+    """Waits up to ``within`` seconds for every process of ``pids`` to end; asserts they did."""
+    deadline = time.time() + within
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)]
+
+
+@pytest.mark.spawns
 def test_a_terminated_pipeline_stops_its_command_and_the_commands_children(tmp_path):
     """SIGTERM to the pipeline while a stage's command runs: the command and what it started
     (a launcher's workers) are stopped, not left training on into the output directory."""
@@ -384,12 +394,10 @@ def test_a_terminated_pipeline_stops_its_command_and_the_commands_children(tmp_p
     pipeline.send_signal(signal.SIGTERM)
     assert pipeline.wait(timeout=30) == 128 + signal.SIGTERM
 
-    deadline = time.time() + 15
-    while (_alive(shell) or _alive(worker)) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(shell) and not _alive(worker)
+    _assert_gone(shell, worker)
 
 
+@pytest.mark.spawns
 def test_a_terminated_pipeline_stops_every_job_it_runs(tmp_path):
     """With jobs side by side, SIGTERM reaches the main thread only: every job's command (and
     its children) is stopped all the same, and the pipeline exits promptly."""
@@ -417,10 +425,7 @@ def test_a_terminated_pipeline_stops_every_job_it_runs(tmp_path):
     pipeline.send_signal(signal.SIGTERM)
     assert pipeline.wait(timeout=30) == 128 + signal.SIGTERM
 
-    deadline = time.time() + 15
-    while any(_alive(p) for p in pids) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
+    _assert_gone(*pids)
 
 
 def _start_recorded_command(tmp_path, logs):
@@ -445,6 +450,7 @@ def _start_recorded_command(tmp_path, logs):
     return pipeline, shell, worker
 
 
+@pytest.mark.spawns
 def test_a_rerun_stops_what_a_sigkilled_pipeline_left_training(tmp_path, fake, capsys):
     """SIGKILL cannot be forwarded: the command and its worker train on, orphaned. The next
     pipeline in that output directory stops them (from the record run_command left) before it
@@ -463,6 +469,7 @@ def test_a_rerun_stops_what_a_sigkilled_pipeline_left_training(tmp_path, fake, c
     assert stages_mod.stop_orphans(str(logs)) == []  # nothing left to stop
 
 
+@pytest.mark.spawns
 def test_a_command_that_watches_its_parent_ends_with_a_sigkilled_pipeline(tmp_path):
     """tools/train_net.py and tools/selective_search.py call stop_with_parent: when the
     pipeline is SIGKILLed they stop their process group themselves, workers included, without
@@ -496,12 +503,10 @@ def test_a_command_that_watches_its_parent_ends_with_a_sigkilled_pipeline(tmp_pa
     assert env_seen.read_text() == "-"
     pipeline.kill()
     pipeline.wait(timeout=30)
-    deadline = time.time() + 15
-    while (_alive(command_pid) or _alive(worker_pid)) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(command_pid) and not _alive(worker_pid)
+    _assert_gone(command_pid, worker_pid)
 
 
+@pytest.mark.spawns
 def test_a_record_of_a_running_pipeline_is_an_error_not_a_kill(tmp_path):
     import signal
 
@@ -514,13 +519,11 @@ def test_a_record_of_a_running_pipeline_is_an_error_not_a_kill(tmp_path):
     finally:
         pipeline.send_signal(signal.SIGINT)  # run_command stops its group on KeyboardInterrupt
         pipeline.wait(timeout=30)
-    deadline = time.time() + 15
-    while (_alive(shell) or _alive(worker)) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(shell) and not _alive(worker)
+    _assert_gone(shell, worker)
     assert not (logs / "x.log.running").exists()
 
 
+@pytest.mark.spawns
 def test_stale_records_stop_nothing(tmp_path):
     """A command lock nobody holds (its command ended, whatever pid it names, even one now
     used by another live process, or an unreadable one) is removed without a signal sent; a
@@ -544,6 +547,7 @@ def test_stale_records_stop_nothing(tmp_path):
         other.wait()
 
 
+@pytest.mark.spawns
 def test_a_second_pipeline_in_one_output_directory_is_refused(tmp_path, fake):
     """run_pipeline holds the output lock for its lifetime: another process running a pipeline
     into the same output directory is refused before any stage, naming the first."""

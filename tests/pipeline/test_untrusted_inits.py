@@ -60,6 +60,7 @@ def test_hostile_init_is_refused_before_any_stage(tmp_path, fake, suffix):
         assert_nothing_ran(marker)
 
 
+@pytest.mark.spawns
 def test_pipeline_cli_refuses_in_one_line(tmp_path):
     marker = str(tmp_path / "MARKER")
     path = write_checkpoint(tmp_path / "evil.pth.tar", payloads(marker)["os_system"])
