@@ -14,10 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from soco_d2.engine.launch import _hard_exit
-from _data import write_proposal_folder as make_image_folder  # noqa: F401  (its old name)
+from _configs import folder_dataset_opts
+from _data import write_proposal_folder
 from _paths import REPO_ROOT as REPO
 
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+TINY_SOCO = os.path.join(REPO, "configs", "pretrain", "soco_R18_FPN_tiny.yaml")
 
 
 def free_port() -> int:
@@ -136,3 +138,54 @@ def run_torchrun(torchrun_args, argv, timeout: float, env=None, script: str = TR
     """
     argv = ["torch.distributed.run", *map(str, torchrun_args), script, *map(str, argv)]
     return run_cli(argv, timeout, env=env, script="-m")
+
+
+def tiny_soco_data(folder, name: str) -> list:
+    """DATASETS overrides for 8 random images with proposals written under ``folder``,
+    registered as ``name``."""
+    root, cache = write_proposal_folder(folder, 8)
+    return folder_dataset_opts(name, root, cache)
+
+
+def tiny_soco_opts(data: list, out_dir, max_iter: int) -> list:
+    """Overrides of a short tiny-SoCo training on ``data`` into ``out_dir``: ``max_iter``
+    iterations, a checkpoint every 2, batch 4 over all processes."""
+    return [*data, "OUTPUT_DIR", str(out_dir), "SOLVER.MAX_ITER", max_iter,
+            "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.IMS_PER_BATCH", 4]
+
+
+_DIE_DRIVER = """
+import os, sys, time
+sys.path.insert(0, {tools!r})
+import train_net
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from soco_d2.engine import Trainer
+
+
+class DieOnFirstAttempt(HookBase):
+    def after_step(self):
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if first and comm.get_rank() == 1 and self.trainer.iter == {die_at}:
+            with open({stamp!r}, "w") as f:
+                f.write(str(time.time()))
+            os._exit(3)  # no cleanup, no exception: as if killed
+
+
+_build_hooks = Trainer.build_hooks
+Trainer.build_hooks = lambda self: _build_hooks(self) + [DieOnFirstAttempt()]
+
+if __name__ == "__main__":
+    train_net.cli(sys.argv[1:])
+"""
+
+
+def die_driver(tmp_path, die_at: int):
+    """A ``tools/train_net.py`` wrapper whose rank 1 calls ``os._exit(3)`` after iteration
+    ``die_at``, on the first attempt only (a torchrun restart runs on); returns (script, file
+    holding the time it died)."""
+    stamp, driver = tmp_path / "died_at", tmp_path / "die_driver.py"
+    driver.write_text(
+        _DIE_DRIVER.format(tools=os.path.dirname(TRAIN_NET), die_at=die_at, stamp=str(stamp))
+    )
+    return str(driver), stamp

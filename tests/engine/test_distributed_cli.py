@@ -11,24 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from _configs import folder_dataset_opts
-from _data import write_proposal_folder
-from _distributed import REPO, TRAIN_NET, free_port, logged_iterations, run_cli
+from _distributed import (
+    REPO, TINY_SOCO, TRAIN_NET, die_driver, free_port, logged_iterations, run_cli,
+    tiny_soco_data, tiny_soco_opts,
+)
 
 pytestmark = pytest.mark.spawns
 
-TINY = str(Path(REPO) / "configs/pretrain/soco_R18_FPN_tiny.yaml")
+TINY = TINY_SOCO
 
 
 @pytest.fixture(scope="module")
 def soco_data(tmp_path_factory):
-    root, cache = write_proposal_folder(tmp_path_factory.mktemp("cli") / "imgs", 8)
-    return folder_dataset_opts("dist_cli_folder", root, cache)
+    return tiny_soco_data(tmp_path_factory.mktemp("cli") / "imgs", "dist_cli_folder")
 
 
 def _soco_opts(soco_data, out_dir, max_iter):
-    return [*soco_data, "OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", max_iter,
-            "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.IMS_PER_BATCH", 4]
+    return tiny_soco_opts(soco_data, out_dir, max_iter)
 
 
 @pytest.mark.timeout(300)
@@ -54,45 +53,10 @@ def test_two_processes_pretrain_soco_rank0_writes(soco_data, tmp_path):
     assert any(k.startswith("target.") for k in state["model"])
 
 
-_DIE_DRIVER = """
-import os, sys, time
-sys.path.insert(0, {tools!r})
-import train_net
-from detectron2.engine import HookBase
-from detectron2.utils import comm
-from soco_d2.engine import Trainer
-
-
-class DieOnRank1(HookBase):
-    def after_step(self):
-        if comm.get_rank() == 1 and self.trainer.iter == {die_at}:
-            with open({stamp!r}, "w") as f:
-                f.write(str(time.time()))
-            os._exit(3)  # no cleanup, no exception: as if killed
-
-
-_build_hooks = Trainer.build_hooks
-Trainer.build_hooks = lambda self: _build_hooks(self) + [DieOnRank1()]
-
-if __name__ == "__main__":
-    train_net.cli(sys.argv[1:])
-"""
-
-
-def _die_driver(tmp_path, die_at):
-    """A train_net.py wrapper whose rank 1 calls os._exit(3) after iteration ``die_at``;
-    returns (script, file holding the time it died)."""
-    stamp, driver = tmp_path / "died_at", tmp_path / "die_driver.py"
-    driver.write_text(
-        _DIE_DRIVER.format(tools=os.path.dirname(TRAIN_NET), die_at=die_at, stamp=str(stamp))
-    )
-    return str(driver), stamp
-
-
 @pytest.mark.timeout(400)
 def test_killed_rank_ends_job_naming_it_then_resume_continues(soco_data, tmp_path):
     out = tmp_path / "out"
-    driver, stamp = _die_driver(tmp_path, die_at=2)
+    driver, stamp = die_driver(tmp_path, die_at=2)
     opts = _soco_opts(soco_data, out, 4)
     common = ["--num-gpus", 2, "--dist-url", "auto", "--dist-timeout", 600, "--config-file", TINY]
     rc, log, _ = run_cli([*common, *opts], timeout=180, script=driver)
@@ -182,7 +146,7 @@ def test_two_machines_a_dead_machine_ends_the_other(soco_data, tmp_path):
     import threading
 
     url = f"tcp://127.0.0.1:{free_port()}"
-    driver, stamp = _die_driver(tmp_path, die_at=1)
+    driver, stamp = die_driver(tmp_path, die_at=1)
     results = {}
 
     def machine(rank):

@@ -10,12 +10,11 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from _distributed import REPO, make_image_folder
+from _distributed import TINY_SOCO, logged_iterations, tiny_soco_data, tiny_soco_opts
 
 pytestmark = pytest.mark.spawns  # submitit's local executor starts the tasks as processes
 
@@ -23,25 +22,16 @@ submitit = pytest.importorskip("submitit")
 
 from soco_d2.engine.slurm import ToolJob  # noqa: E402
 
-TINY = str(Path(REPO) / "configs/pretrain/soco_R18_FPN_tiny.yaml")
+TINY = TINY_SOCO
 
 
 @pytest.fixture(scope="module")
 def soco_data(tmp_path_factory):
-    root, cache = make_image_folder(tmp_path_factory.mktemp("submitit") / "imgs", 8)
-    name = "submitit_folder"
-    return ["DATASETS.TRAIN", f"('{name}',)",
-            "DATASETS.SSL.REGISTER", f"('{name}=folder:{root}:{cache}',)"]
+    return tiny_soco_data(tmp_path_factory.mktemp("submitit") / "imgs", "submitit_folder")
 
 
 def _train_args(soco_data, out_dir, max_iter):
-    return ["--config-file", TINY, *soco_data, "OUTPUT_DIR", str(out_dir),
-            "SOLVER.MAX_ITER", max_iter, "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.IMS_PER_BATCH", 4]
-
-
-def _iterations(out_dir):
-    with open(os.path.join(out_dir, "metrics.json")) as f:
-        return [json.loads(line)["iteration"] for line in f if line.strip()]
+    return ["--config-file", TINY, *tiny_soco_opts(soco_data, out_dir, max_iter)]
 
 
 def _wait(job, timeout: float, until=None):
@@ -88,7 +78,7 @@ def test_two_tasks_pretrain_one_group_rank0_writes(soco_data, tmp_path, capsys):
     assert {"model_0000001.pth", "model_final.pth", "last_checkpoint", "metrics.json"} <= files
     assert not {f for f in files if "rank" in f} - {"log.txt.rank1"}, files
     assert len([f for f in files if f.startswith("events.out.tfevents")]) == 1, files
-    assert _iterations(out)[-1] == 2
+    assert logged_iterations(out)[-1] == 2
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the tasks through /proc")
@@ -116,7 +106,7 @@ def test_sigusr2_requeues_and_resumes_from_last_checkpoint(soco_data, tmp_path):
                if "Starting training from iteration" in line]
     print(f"attempts started at iterations {resumed}")
     assert len(resumed) == 2 and resumed[0] == 0 and resumed[1] >= 2, resumed
-    assert _iterations(out)[-1] == 7 and (out / "model_final.pth").is_file()
+    assert logged_iterations(out)[-1] == 7 and (out / "model_final.pth").is_file()
     # the requeued command is the same training with --resume in front
     assert job.submission().function.argv[0] == "--resume"
 

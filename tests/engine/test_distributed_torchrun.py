@@ -8,29 +8,27 @@ same final iteration. Every command runs with a hard timeout (its process group 
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from _configs import folder_dataset_opts
-from _data import write_proposal_folder
-from _distributed import REPO, TRAIN_NET, free_port, logged_iterations, run_torchrun
+from _distributed import (
+    TINY_SOCO, die_driver, free_port, logged_iterations, run_torchrun, tiny_soco_data,
+    tiny_soco_opts,
+)
 
 from soco_d2.engine.launch import launch
 from soco_d2.engine.torchrun import restart_count, torchrun_env
 
-TINY = str(Path(REPO) / "configs/pretrain/soco_R18_FPN_tiny.yaml")
+TINY = TINY_SOCO
 
 
 @pytest.fixture(scope="module")
 def soco_data(tmp_path_factory):
-    root, cache = write_proposal_folder(tmp_path_factory.mktemp("torchrun") / "imgs", 8)
-    return folder_dataset_opts("torchrun_folder", root, cache)
+    return tiny_soco_data(tmp_path_factory.mktemp("torchrun") / "imgs", "torchrun_folder")
 
 
 def _train_args(soco_data, out_dir, max_iter):
-    return ["--config-file", TINY, *soco_data, "OUTPUT_DIR", out_dir, "SOLVER.MAX_ITER", max_iter,
-            "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.IMS_PER_BATCH", 4]
+    return ["--config-file", TINY, *tiny_soco_opts(soco_data, out_dir, max_iter)]
 
 
 def test_torchrun_environment_is_read():
@@ -107,38 +105,10 @@ def test_torchrun_two_nodes_c10d_rendezvous_over_loopback(soco_data, tmp_path):
     assert logged_iterations(out)[-1] == 1
 
 
-_DIE_DRIVER = """
-import os, sys, time
-sys.path.insert(0, {tools!r})
-import train_net
-from detectron2.engine import HookBase
-from detectron2.utils import comm
-from soco_d2.engine import Trainer
-
-
-class DieOnFirstAttempt(HookBase):
-    def after_step(self):
-        first = os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0"
-        if first and comm.get_rank() == 1 and self.trainer.iter == {die_at}:
-            with open({stamp!r}, "w") as f:
-                f.write(str(time.time()))
-            os._exit(3)  # no cleanup, no exception: as if killed
-
-
-_build_hooks = Trainer.build_hooks
-Trainer.build_hooks = lambda self: _build_hooks(self) + [DieOnFirstAttempt()]
-
-if __name__ == "__main__":
-    train_net.cli(sys.argv[1:])
-"""
-
-
 @pytest.mark.spawns
 @pytest.mark.timeout(400)
 def test_torchrun_restart_resumes_from_last_checkpoint(soco_data, tmp_path):
-    stamp, driver = tmp_path / "died_at", tmp_path / "die_driver.py"
-    driver.write_text(_DIE_DRIVER.format(tools=os.path.dirname(TRAIN_NET), die_at=2,
-                                         stamp=str(stamp)))
+    driver, stamp = die_driver(tmp_path, die_at=2)
     out = tmp_path / "out"
     start = time.time()
     rc, log, secs = run_torchrun(
