@@ -143,40 +143,42 @@ def _convert(
     }
 
 
-def _is_detectron2_weights(path: str, trust_pickle: bool = False) -> bool:
-    from soco_d2.checkpoint import read_checkpoint
-
-    if "://" in path:
-        return True  # detectron2://, https://: a detectron2 model zoo file
-    if not path.endswith(".pkl"):
-        return False
-    data = read_checkpoint(path, trust_pickle=trust_pickle)
+def _is_detectron2_dict(data) -> bool:
     return isinstance(data, dict) and "model" in data and "__author__" in data
 
 
-def _check_checkpoints(inits: Sequence[Init], trust_pickle: bool) -> None:
-    """Read every ``NAME=CHECKPOINT`` init without running pickled code, before any stage.
+def _check_checkpoints(inits: Sequence[Init], trust_pickle: bool) -> Set[str]:
+    """Read every ``NAME=CHECKPOINT`` init once, without running pickled code (unless
+    ``trust_pickle``), before any stage; return the names of those that are detectron2 weights
+    (used as they are; the others are converted).
 
-    A URL is read from the local copy detectron2 downloads it to, which its fine-tunes load.
-    Detectron2 itself unpickles a ``.pkl`` unrestricted, so a file used as is must pass here.
+    A URL is a detectron2 model-zoo file, read from the local copy detectron2 downloads it to,
+    which its fine-tunes load. Detectron2 itself unpickles a ``.pkl`` unrestricted, so a file
+    used as is must pass here. With ``trust_pickle`` only ``.pkl`` files are read (to tell
+    detectron2 weights apart).
 
     Raises:
         soco_d2.checkpoint.UntrustedCheckpointError: a file holding more than weights (unless
             ``trust_pickle``); nothing in it has run and no stage has started.
     """
-    if trust_pickle:
-        return
     from soco_d2.checkpoint import read_checkpoint
 
+    detectron2_weights = set()
     for init in inits:
         if init.kind != "checkpoint":
             continue
         path = init.source
         if "://" in path:
-            from detectron2.utils.file_io import PathManager
+            detectron2_weights.add(init.name)
+            if not trust_pickle:
+                from detectron2.utils.file_io import PathManager
 
-            path = PathManager.get_local_path(path)
-        read_checkpoint(path)
+                read_checkpoint(PathManager.get_local_path(path))
+        elif path.endswith(".pkl") or not trust_pickle:
+            data = read_checkpoint(path, trust_pickle=trust_pickle)
+            if path.endswith(".pkl") and _is_detectron2_dict(data):
+                detectron2_weights.add(init.name)
+    return detectron2_weights
 
 
 def _baselines(inits: Sequence[Init]) -> Dict[str, str]:
@@ -208,6 +210,7 @@ class _Run:
     pre_cfgs: Dict[str, object]
     ft_cfgs: Dict[str, object]
     with_proposals: Set[str]  # pretrainings whose mapper reads proposals
+    detectron2_weights: Set[str]  # checkpoint inits that are detectron2 weights, used as they are
     stages: Optional[StageRunner] = None
     ft_opts: Dict[str, List[str]] = field(default_factory=dict)
     proposals: Optional[Tuple[str, str]] = None  # (image folder, cache)
@@ -259,7 +262,7 @@ def run_pipeline(
 
 def _check(spec: PipelineSpec, inits: List[Init]) -> _Run:
     """Everything that can be checked before a stage runs; nothing is written."""
-    _check_checkpoints(inits, spec.trust_pickle)
+    detectron2_weights = _check_checkpoints(inits, spec.trust_pickle)
     pretrains = {i.name: i.source for i in inits if i.kind == "pretrain"}
     for name in spec.pretrains:
         if name not in pretrains:
@@ -272,6 +275,7 @@ def _check(spec: PipelineSpec, inits: List[Init]) -> _Run:
         spec=spec, inits=inits, out=os.path.abspath(spec.output), pretrains=pretrains,
         pre_cfgs=pre_cfgs, ft_cfgs={c: load_config(c, spec.finetune_opts) for c in ft_configs},
         with_proposals={n for n, cfg in pre_cfgs.items() if uses_proposals(cfg)},
+        detectron2_weights=detectron2_weights,
     )
 
 
@@ -328,7 +332,7 @@ def _pretrain_and_convert(run: _Run) -> None:
             )
             src = os.path.join(pre_dir, "model_final.pth")
             run.weights[init.name] = os.path.join(pre_dir, "model_converted.pkl")
-        elif _is_detectron2_weights(init.source, spec.trust_pickle):
+        elif init.name in run.detectron2_weights:
             run.weights[init.name] = init.source
             continue
         else:

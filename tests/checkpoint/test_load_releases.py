@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from soco_d2.checkpoint import convert_checkpoint, read_checkpoint
-from soco_d2.pipeline.run import _is_detectron2_weights
+from soco_d2.pipeline.run import _check_checkpoints
+from soco_d2.pipeline.spec import Init
 from _configs import tiny_pretrain_cfg
 from _data import write_random_images
 from _paths import REPO_ROOT
@@ -128,7 +129,10 @@ def test_detectron2_weights_read_without_the_flag(tmp_path):
             pickle.dump(obj, f, protocol=2)  # Python 2's protocol, as tools of that era wrote
         assert read_checkpoint(str(path)).keys() == obj.keys()
         # the pipeline uses the ones with an author as they are
-        assert _is_detectron2_weights(str(path)) == ("__author__" in obj)
+        init = Init("x", "checkpoint", str(path), "detector.yaml")
+        assert _check_checkpoints([init], trust_pickle=False) == (
+            {"x"} if "__author__" in obj else set()
+        )
 
 
 def test_this_plugins_checkpoint_and_converted_weights_need_no_flag(tmp_path):

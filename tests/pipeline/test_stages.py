@@ -576,13 +576,18 @@ def test_a_detectron2_weights_file_is_used_as_is_and_read_safely(tmp_path):
 
     import numpy as np
 
-    from soco_d2.pipeline.run import _is_detectron2_weights
+    from soco_d2.pipeline.run import _check_checkpoints
+    from soco_d2.pipeline.spec import Init
+
+    def inits(**paths):
+        return [Init(name, "checkpoint", path, FT) for name, path in paths.items()]
 
     d2 = tmp_path / "d2.pkl"
     d2.write_bytes(pickle.dumps({"model": {"w": np.zeros(2)}, "__author__": "x"}))
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"state_dict": {"w": np.zeros(2)}}))
-    assert _is_detectron2_weights(str(d2))
-    assert not _is_detectron2_weights(str(plain))
-    assert not _is_detectron2_weights(str(tmp_path / "moco.pth.tar"))
-    assert _is_detectron2_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl")
+    assert _check_checkpoints(inits(d2=str(d2), plain=str(plain)), trust_pickle=False) == {"d2"}
+    # trusted: neither is read (the tar does not exist, the URL is not downloaded)
+    zoo = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+    tar = str(tmp_path / "moco.pth.tar")
+    assert _check_checkpoints(inits(moco=tar, zoo=zoo), trust_pickle=True) == {"zoo"}
