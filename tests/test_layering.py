@@ -1,6 +1,7 @@
-"""The package's layers import only downwards: ``utils`` nothing else of soco_d2, ``config.py``
-nothing of soco_d2, ``modeling`` and ``solver`` only ``config`` and ``utils`` below them; and the
-config module works without the models (no import cycle through a lazy import)."""
+"""The package's layers import only downwards (``utils``, ``config.py``; ``modeling``, ``solver``;
+``data``; ``checkpoint``; ``finetune``; ``engine``; ``evaluation``; ``pipeline``), lazy imports
+included, so there is no import cycle between them; and the config module works without the
+models."""
 import ast
 import subprocess
 import sys
@@ -16,6 +17,17 @@ ALLOWED = {
     "config": set(),
     "modeling": {"config", "utils"},
     "solver": {"config", "utils"},
+    "data": {"config", "utils"},
+    "checkpoint": {"config", "utils"},
+    "finetune": {"config", "utils", "modeling"},
+    "engine": {"config", "utils", "modeling", "solver", "data", "checkpoint", "finetune"},
+    "evaluation": {
+        "config", "utils", "modeling", "solver", "data", "checkpoint", "finetune", "engine"
+    },
+    "pipeline": {
+        "config", "utils", "modeling", "solver", "data", "checkpoint", "finetune", "engine",
+        "evaluation", "model_zoo",
+    },
 }
 
 

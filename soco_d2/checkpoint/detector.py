@@ -13,6 +13,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from detectron2.config import CfgNode, get_cfg
 
+from soco_d2.config import add_ssl_config
+
 from .convert import GROUPS, ConversionResult
 
 __all__ = [
@@ -77,16 +79,9 @@ def load_detector_cfg(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
     try:
-        from soco_d2.engine import load_cfg
-    except ImportError:  # an engine that cannot import here still leaves a plain detectron2 cfg
-        load_cfg = None
-    try:
-        if load_cfg is not None:
-            # one training image: only the model is built, so an epoch-based schedule need not
-            # count a dataset that may not exist on this machine
-            return load_cfg(config_file, opts, num_train_images=1, register=False)
-        cfg = get_cfg()
-        cfg.set_new_allowed(True)
+        # only the model is built from it: no dataset is registered or counted, and the
+        # schedule (epochs -> iterations) is left unresolved
+        cfg = add_ssl_config(get_cfg())
         cfg.merge_from_file(config_file)
         cfg.merge_from_list(opts)
         cfg.freeze()

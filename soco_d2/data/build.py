@@ -45,16 +45,11 @@ def _open_cache(path: str):
 
 
 def _resolve_key(cache, key: str) -> Optional[str]:
-    """The cache's key for image ``key``, or None if the cache lacks it."""
-    if key in cache:
-        return key
+    """The cache's key for image ``key`` (``ProposalCache.resolve``), or None if it lacks it."""
     try:
-        found = cache.find(key)
+        return cache.resolve(key)
     except KeyError:
         return None
-    # ProposalCache.find returns the boxes, not the key: keep ours, the mapper's lookup falls
-    # back to find() the same way.
-    return found if isinstance(found, str) else key
 
 
 def attach_proposals(dicts: List[Dict], cache_path: str, dataset: str, open_cache=None) -> List[Dict]:

@@ -34,7 +34,7 @@ class FakeProposalCache:
     def get(self, key):
         return self.boxes[key]
 
-    def find(self, key):
+    def resolve(self, key):
         if key in self.boxes:
             return key
         base = key.rsplit("/", 1)[-1]

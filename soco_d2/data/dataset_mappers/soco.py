@@ -35,25 +35,21 @@ def _open_proposal_cache(path: str):
     return ProposalCache(path)
 
 
-def lookup_proposals(cache: Any, key: str) -> Tuple[Optional[str], np.ndarray]:
-    """Boxes of ``key`` from a proposal cache (exact key, else ``cache.find``'s match).
+def lookup_proposals(cache: Any, key: str) -> Tuple[str, np.ndarray]:
+    """Boxes of ``key`` from a proposal cache (``ProposalCache.resolve``'s key).
 
     Args:
-        cache: object with ``get(key)`` and ``find(key_or_path)`` (a ``ProposalCache``).
+        cache: object with ``resolve(key_or_path)`` and ``get(key)`` (a ``ProposalCache``).
         key: cache key or image path.
 
     Returns:
-        (resolved key or None if ``find`` returned boxes directly,
-        (N, 4) float32 XYXY_ABS boxes in original-image pixels).
+        (the cache's key, (N, 4) float32 XYXY_ABS boxes in original-image pixels).
 
     Raises:
         KeyError: if the cache has no entry for ``key``.
     """
-    found = key if key in cache else cache.find(key)
-    if isinstance(found, str):
-        return found, np.asarray(cache.get(found), dtype=np.float32).reshape(-1, 4)
-    # find() may hand back the boxes themselves rather than the matching key.
-    return None, np.asarray(found, dtype=np.float32).reshape(-1, 4)
+    found = cache.resolve(key)
+    return found, np.asarray(cache.get(found), dtype=np.float32).reshape(-1, 4)
 
 
 @register_mapper("soco")
@@ -152,7 +148,7 @@ class SoCoDatasetMapper(MultiViewDatasetMapper):
                     logging.WARNING, f"No proposals for '{key}' in {path}: whole image used", n=5
                 )
             else:
-                if resolved is not None and len(boxes):
+                if len(boxes):
                     boxes = self._rescale_to_image(cache, resolved, boxes, width, height)
         else:
             log_first_n(logging.WARNING, "Dataset dict without proposals: whole image used", n=1)

@@ -65,7 +65,7 @@ def resolve_input(source: str) -> Tuple[List[Tuple[str, str]], str]:
     if os.path.isdir(source):
         root = os.path.abspath(source)
         return [(rel, os.path.join(root, rel)) for rel in list_images(root)], root
-    import soco_d2  # noqa: F401  (registers the plugin's datasets)
+    import soco_d2.data.datasets  # noqa: F401  (registers the plugin's datasets)
     from detectron2.data import DatasetCatalog
 
     if source not in DatasetCatalog.list():

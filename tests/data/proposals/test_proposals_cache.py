@@ -89,6 +89,13 @@ def test_find_by_basename_and_stem(tmp_path):
         cache.find("/x/dup.jpg")
     with pytest.raises(KeyError):
         cache.find("n03_1.JPEG")
+    # resolve names the key that find's boxes belong to (one lookup for the loader and mapper)
+    assert cache.resolve("/data/imagenet/train/n02/n02_7.JPEG") == "train/n02/n02_7.JPEG"
+    assert cache.resolve("n01_1") == "train/n01/n01_1.JPEG"
+    assert cache.resolve("a/dup.jpg") == "a/dup.jpg"
+    for absent_or_ambiguous in ("/x/dup.jpg", "n03_1.JPEG"):
+        with pytest.raises(KeyError):
+            cache.resolve(absent_or_ambiguous)
 
 
 def test_merge_rejects_conflicts(tmp_path):
