@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.soco_d2-installed
 DEMO_OUT ?= demo_output
 
-.PHONY: env test test-portable demo bench bench-loader bench-proposals bench-transfer bench-methods bench-methods-lowlabel bench-data-real clean-env
+.PHONY: env test test-portable demo bench bench-loader bench-proposals bench-transfer bench-methods bench-methods-lowlabel bench-data-real bench-real clean-env
 
 $(STAMP): requirements.txt setup.py tools/setup_env.sh
 	bash tools/setup_env.sh $(VENV)
@@ -53,6 +53,11 @@ bench-methods-lowlabel: $(STAMP)
 bench-data-real: $(STAMP)
 	$(PYTHON) -m pip install -q --no-deps -r requirements-bench.txt
 	$(PYTHON) datasets/prepare_neon_trees.py
+
+# the low-label protocol on those photographs: 20 of the 106 train tiles labelled, the 243
+# unlabeled windows for pretraining, SoCo, MoCo v2, DenseCL, DetCo and scratch, 3 paired seeds
+bench-real: bench-data-real
+	$(PYTHON) tools/pipeline.py --preset bench-real --output bench_real_output
 
 clean-env:
 	rm -rf $(VENV)

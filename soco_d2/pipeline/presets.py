@@ -9,7 +9,7 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 
-__all__ = ["BENCH_METHODS", "PRESETS", "preset_from_rows"]
+__all__ = ["BENCH_METHODS", "BENCH_REAL", "PRESETS", "preset_from_rows"]
 
 Row = Tuple[str, Optional[str], str]
 
@@ -32,6 +32,18 @@ BENCH_METHODS: Tuple[Row, ...] = (
 )
 
 
+_NEON = "configs/real/faster_rcnn_R18_FPN_neon_trees.yaml"
+
+# `make bench-real`: the four ResNet methods against scratch on the NEON photographs.
+BENCH_REAL: Tuple[Row, ...] = (
+    ("soco", f"{_DEMO}/soco_R18_FPN_demo.yaml", _NEON),
+    ("mocov2", f"{_DEMO}/mocov2_R18_demo.yaml", _NEON),
+    ("densecl", f"{_DEMO}/densecl_R18_demo.yaml", _NEON),
+    ("detco", f"{_DEMO}/detco_R18_demo.yaml", _NEON),
+    ("scratch", None, _NEON),
+)
+
+
 def _config(path: str) -> str:
     """A row's config: a file, or one of the shipped configs (``soco_d2.model_zoo``)."""
     from soco_d2.model_zoo import resolve_config
@@ -39,20 +51,51 @@ def _config(path: str) -> str:
     return resolve_config(path)
 
 
-def preset_from_rows(rows: Sequence[Row], seeds: List[int]) -> Dict:
+def _demo_data() -> Dict:
+    """The embedded demo: generated on first use, pretraining on its 600 unlabeled images."""
+    from soco_d2.data.datasets import datasets_root
+
+    demo = os.path.join(datasets_root(), "demo")
+    return dict(
+        demo_data={},  # generate_demo_dataset's defaults: 600 unlabeled, 120 train, 480 val
+        proposals=(os.path.join(demo, "unlabeled"), os.path.join(demo, "proposals_unlabeled")),
+    )
+
+
+def _neon_data() -> Dict:
+    """NEON tree crowns as ``make bench-data-real`` writes them (docs/real_data.md)."""
+    from soco_d2.data.datasets import datasets_root
+
+    neon = os.path.join(datasets_root(), "neon_trees")
+    unlabeled = os.path.join(neon, "unlabeled")
+    if not os.path.isdir(unlabeled):
+        raise FileNotFoundError(
+            f"{unlabeled} not found: run `make bench-data-real` first (docs/real_data.md)"
+        )
+    return dict(
+        unlabeled=unlabeled,
+        proposals=(unlabeled, os.path.join(neon, "proposals_unlabeled")),
+        train="neon_trees_train",
+        test="neon_trees_val",
+    )
+
+
+def preset_from_rows(
+    rows: Sequence[Row], seeds: List[int], data: Optional[Callable[[], Dict]] = None
+) -> Dict:
     """PipelineSpec fields for rows of ``(init, pretraining config or None, detector config)``.
 
     Args:
         rows: see :data:`BENCH_METHODS`; ``configs/...`` paths name the shipped
             configs (found from a checkout or an installed wheel alike).
         seeds: fine-tune seeds of every init.
+        data: returns the data fields (unlabeled pool, proposals, train and test sets);
+            default: the embedded demo.
 
     Returns:
         ``pretrains``, ``inits``, ``finetune_config`` (the first row's detector),
-        ``finetune_configs`` and ``seeds``, plus the demo data and its proposals.
+        ``finetune_configs`` and ``seeds``, plus the data fields.
     """
-    from soco_d2.data.datasets import datasets_root
-
     kept = []
     for name, pretrain, detector in rows:
         missing = [p for p in (pretrain, detector) if p and not os.path.isfile(_config(p))]
@@ -64,15 +107,13 @@ def preset_from_rows(rows: Sequence[Row], seeds: List[int]) -> Dict:
     kept = [r for r in kept if r[1] or r[2] in compared]
     if not kept:
         raise ValueError("preset: none of its configs exist")
-    demo = os.path.join(datasets_root(), "demo")
     return dict(
         pretrains={n: p for n, p, _ in kept if p},
         inits=[n for n, _, _ in kept],
         finetune_config=kept[0][2],
         finetune_configs={n: d for n, _, d in kept},
         seeds=seeds,
-        demo_data={},  # generate_demo_dataset's defaults: 600 unlabeled, 120 train, 480 val
-        proposals=(os.path.join(demo, "unlabeled"), os.path.join(demo, "proposals_unlabeled")),
+        **(data or _demo_data)(),
         selective_search_args=["--workers", "2", "--no-progress"],
         # At this scale the pretrained box head lowers fine-tuned box AP; backbone + FPN raise
         # it (README, "make bench-transfer"). Backbone-only methods transfer their backbone.
@@ -106,6 +147,14 @@ PRESETS: Dict[str, Callable[[], Dict]] = {
     "bench-methods-lowlabel": lambda: {
         **preset_from_rows(BENCH_METHODS, [0, 1, 2]),
         "train_subset": 12,
+        "subset_seed": 0,
+    },
+    # `make bench-real`: the low-label protocol on real photographs: every fine-tune trains on
+    # the same 20 of the 106 NEON train tiles (19 %, subset seed 0), every pretraining on the
+    # 243 unlabeled windows (12x that); 3 paired seeds.
+    "bench-real": lambda: {
+        **preset_from_rows(BENCH_REAL, [0, 1, 2], data=_neon_data),
+        "train_subset": 20,
         "subset_seed": 0,
     },
 }

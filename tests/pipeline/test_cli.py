@@ -4,7 +4,7 @@ import os
 import pytest
 
 from soco_d2.checkpoint import GROUPS
-from soco_d2.pipeline import BENCH_METHODS, preset_from_rows
+from soco_d2.pipeline import BENCH_METHODS, BENCH_REAL, preset_from_rows
 from _paths import REPO_ROOT
 
 PRE = os.path.join(REPO_ROOT, "configs/pretrain/soco_R18_FPN_tiny.yaml")
@@ -120,3 +120,21 @@ def test_bench_methods_detectors_share_one_fine_tune_budget():
 
     assert budget(detectors[0]) == budget(detectors[1])
     assert budget(detectors[0])[:3] == (800, (600, 740), 4)
+
+
+def test_bench_real_preset_is_the_low_label_protocol_on_neon(cli, tmp_path):
+    # before `make bench-data-real` the preset says what to run first
+    with pytest.raises(SystemExit, match="make bench-data-real"):
+        cli("--preset", "bench-real")
+    neon = tmp_path / "ds" / "neon_trees"
+    (neon / "unlabeled").mkdir(parents=True)
+    spec = cli("--preset", "bench-real")
+    assert spec.inits == [name for name, _, _ in BENCH_REAL]
+    assert set(spec.pretrains) == {"soco", "mocov2", "densecl", "detco"}
+    assert (spec.train, spec.test) == ("neon_trees_train", "neon_trees_val")
+    assert spec.unlabeled == str(neon / "unlabeled") and spec.demo_data is None
+    assert spec.proposals == (str(neon / "unlabeled"), str(neon / "proposals_unlabeled"))
+    # at most a quarter of the 106 train tiles labelled, the same subset for every init and seed
+    assert (spec.train_subset, spec.subset_seed, spec.seeds) == (20, 0, [0, 1, 2])
+    assert set(spec.finetune_configs.values()) == {spec.finetune_config}
+    assert spec.finetune_config.endswith("configs/real/faster_rcnn_R18_FPN_neon_trees.yaml")
