@@ -55,7 +55,8 @@ bench-data-real: $(STAMP)
 	$(PYTHON) datasets/prepare_neon_trees.py
 
 # the low-label protocol on those photographs: 20 of the 106 train tiles labelled, the 243
-# unlabeled windows for pretraining, SoCo, MoCo v2, DenseCL, DetCo and scratch, 3 paired seeds
+# unlabeled windows for pretraining, SoCo, MoCo v2, DenseCL, DetCo and scratch, 3 paired seeds;
+# the detector configs/real/faster_rcnn_R18_FPN_neon_trees_lowlabel.yaml
 bench-real: bench-data-real
 	$(PYTHON) tools/pipeline.py --preset bench-real --output bench_real_output
 

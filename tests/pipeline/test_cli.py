@@ -137,4 +137,5 @@ def test_bench_real_preset_is_the_low_label_protocol_on_neon(cli, tmp_path):
     # at most a quarter of the 106 train tiles labelled, the same subset for every init and seed
     assert (spec.train_subset, spec.subset_seed, spec.seeds) == (20, 0, [0, 1, 2])
     assert set(spec.finetune_configs.values()) == {spec.finetune_config}
-    assert spec.finetune_config.endswith("configs/real/faster_rcnn_R18_FPN_neon_trees.yaml")
+    assert spec.finetune_config.endswith(
+        "configs/real/faster_rcnn_R18_FPN_neon_trees_lowlabel.yaml")
