@@ -233,8 +233,6 @@ class ProposalCache:
     def resolve(self, key_or_path: str) -> str:
         """The cache's key for an image: the exact key, else the unique key with the same
         basename stem; KeyError if absent or ambiguous."""
-        if key_or_path in self:
-            return key_or_path
         return self._key(self.find_index(key_or_path)).decode("utf-8")
 
     def find(self, key_or_path: str) -> np.ndarray:
