@@ -30,13 +30,14 @@ locks), ``run.py`` (the order, as named steps),
 ``plots.py`` (the PNGs of ``DIR/plots``), ``presets.py``.
 """
 from .data import finetune_data_opts, pretrain_data_opts, resolve_dataset
-from .presets import BENCH_METHODS, BENCH_REAL, PRESETS, preset_from_rows
+from .presets import BENCH_METHODS, BENCH_METHODS_FULL, BENCH_REAL, PRESETS, preset_from_rows
 from .run import run_pipeline
 from .spec import Init, PipelineSpec, is_scratch, parse_init, parse_named, resolve_inits
 from .stages import StageRunner, run_command, run_training
 
 __all__ = [
     "BENCH_METHODS",
+    "BENCH_METHODS_FULL",
     "BENCH_REAL",
     "Init",
     "PRESETS",

@@ -10,8 +10,8 @@
         [--pretrain-opts KEY VALUE ...] [--finetune-opts KEY VALUE ...] [--trust-pickle]
     tools/pipeline.py --preset demo --output demo_output                  # `make demo`
     tools/pipeline.py --preset bench-transfer --output bench_out          # `make bench-transfer`
-    tools/pipeline.py --preset bench-methods --output bench_methods_out   # `make bench-methods`
-    tools/pipeline.py --preset bench-methods-lowlabel --output bench_lowlabel_out  # 12 labelled
+    tools/pipeline.py --preset bench-methods --output bench_methods_out   # 12 labelled images
+    tools/pipeline.py --preset bench-methods-fulllabel --output bench_full_out    # all 120
 
 A CONFIG is a file, or a config shipped with soco_d2 named as in the repository
 (``configs/demo/soco_R18_FPN_demo.yaml``), found the same from a checkout or an installed wheel.

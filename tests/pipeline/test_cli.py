@@ -4,7 +4,7 @@ import os
 import pytest
 
 from soco_d2.checkpoint import GROUPS
-from soco_d2.pipeline import BENCH_METHODS, BENCH_REAL, preset_from_rows
+from soco_d2.pipeline import BENCH_METHODS, BENCH_METHODS_FULL, BENCH_REAL, preset_from_rows
 from _paths import REPO_ROOT
 
 PRE = os.path.join(REPO_ROOT, "configs/pretrain/soco_R18_FPN_tiny.yaml")
@@ -105,21 +105,27 @@ def test_bench_methods_preset_is_data_driven(tmp_path, monkeypatch):
 
 def test_bench_methods_detectors_share_one_fine_tune_budget():
     """Every detector family of `make bench-methods` fine-tunes on the same schedule and data
-    (800 iterations of 4 images, the same lr steps, the 480 val images), so the ViT block's rows
-    are at the R-18 block's budget."""
+    (the same lr steps, the 480 val images), so the ViT block's rows are at the R-18 block's
+    budget; the low-label detectors keep the full-label ones' epochs (800 iterations of 4 of
+    the 120 images; 80 of 4 of the 12)."""
     from soco_d2.engine.setup import load_cfg
-
-    detectors = sorted({d for _, _, d in BENCH_METHODS})
-    assert len(detectors) == 2  # the R-18 FPN and the tiny ViTDet Mask R-CNN
 
     def budget(path):
         cfg = load_cfg(os.path.join(REPO_ROOT, path), register=False)
         s = cfg.SOLVER
-        return (s.MAX_ITER, tuple(s.STEPS), s.IMS_PER_BATCH, tuple(cfg.DATASETS.TRAIN),
-                tuple(cfg.DATASETS.TEST))
+        return (s.MAX_ITER, tuple(s.STEPS), s.IMS_PER_BATCH, s.WARMUP_ITERS,
+                tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST))
 
-    assert budget(detectors[0]) == budget(detectors[1])
-    assert budget(detectors[0])[:3] == (800, (600, 740), 4)
+    for rows, labelled, expected in [(BENCH_METHODS_FULL, 120, (800, (600, 740), 4, 50)),
+                                     (BENCH_METHODS, 12, (80, (60, 74), 4, 5))]:
+        detectors = sorted({d for _, _, d in rows})
+        assert len(detectors) == 2  # the R-18 FPN and the tiny ViTDet Mask R-CNN
+        assert budget(detectors[0]) == budget(detectors[1])
+        assert budget(detectors[0])[:4] == expected
+        max_iter, _, batch = expected[:3]
+        assert round(max_iter * batch / labelled) == 27  # epochs
+    # the two protocols compare the same methods with the same pretrainings
+    assert [r[:2] for r in BENCH_METHODS] == [r[:2] for r in BENCH_METHODS_FULL]
 
 
 def test_bench_real_preset_is_the_low_label_protocol_on_neon(cli, tmp_path):

@@ -245,14 +245,14 @@ def test_flags_and_the_lowlabel_preset(load_script):
     def cli(*argv):
         return module.build_spec(module.get_parser().parse_args(["--output", "o", *argv]))
 
-    low, full = cli("--preset", "bench-methods-lowlabel"), cli("--preset", "bench-methods")
+    low, full = cli("--preset", "bench-methods"), cli("--preset", "bench-methods-fulllabel")
     assert (low.train_subset, low.subset_seed, full.train_subset) == (12, 0, None)
     assert (low.inits, low.seeds) == (full.inits, [0, 1, 2])
     # at most 10% of the demo's train images labelled, a pool at least 10x the labelled images
     demo = {k: p.default for k, p in inspect.signature(generate_demo_dataset).parameters.items()}
     assert low.train_subset <= 0.1 * demo["num_train"]
     assert demo["num_unlabeled"] >= 10 * low.train_subset
-    spec = cli("--preset", "bench-methods", "--train-subset", "0.1", "--subset-seed", "4")
+    spec = cli("--preset", "bench-methods-fulllabel", "--train-subset", "0.1", "--subset-seed", "4")
     assert (spec.train_subset, spec.subset_seed) == ("0.1", 4)
     for argv, match in [(["--train-subset", "0"], "at least 1"),
                         (["--train-subset", "1.5"], r"in \(0, 1\]"),
