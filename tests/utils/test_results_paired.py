@@ -25,14 +25,14 @@ def _unpaired_call(a, b):
 @pytest.mark.parametrize(
     "init, base, unpaired, paired",
     [
-        # docs/demo_results.md, `make bench-methods` in one go: MoCo v2 vs scratch per seed. The
+        # docs/demo_results.md, full-label `make bench-methods` in one go: MoCo v2 vs scratch. The
         # low scratch seed 2 doubled scratch's std, hiding a loss at every seed
         ([53.03, 53.43, 53.01], [56.31, 57.32, 54.46], "within", "behind"),
         # both inits move together from seed to seed: a steady +1 is a gain
         ([31.0, 35.2, 32.8], [30.0, 34.0, 32.0], "within", "ahead"),
         # seeds anti-correlated: the means are apart, the differences are not steady
         ([30.0, 32.0, 31.0], [29.0, 27.0, 28.0], "ahead", "within"),
-        # docs/demo_results.md, the earlier draw: SoCo +2.50, ahead either way
+        # docs/demo_results.md, the full-label earlier draw: SoCo +2.50, ahead either way
         ([59.14, 59.75, 58.63], [56.55, 57.50, 55.96], "ahead", "ahead"),
     ],
 )
