@@ -17,7 +17,7 @@ _DEMO = "configs/demo"
 _R18_DEMO = f"{_DEMO}/mask_rcnn_R18_FPN_demo.yaml"
 _R18_800 = f"{_DEMO}/mask_rcnn_R18_FPN_demo_800it.yaml"
 _VIT_800 = f"{_DEMO}/vitdet_mask_rcnn_tiny_demo_800it.yaml"
-# the 800-iteration detectors' 27 epochs, of the 12 labelled images of `make bench-methods`
+# 80 epochs of the 12 labelled images of `make bench-methods` (240 iterations)
 _R18_LOW = f"{_DEMO}/mask_rcnn_R18_FPN_demo_lowlabel.yaml"
 _VIT_LOW = f"{_DEMO}/vitdet_mask_rcnn_tiny_demo_lowlabel.yaml"
 
@@ -152,7 +152,7 @@ PRESETS: Dict[str, Callable[[], Dict]] = {
     "bench-transfer": lambda: _soco_vs_scratch([0, 1, 2], _R18_800),
     # `make bench-methods`: the low-label protocol on the demo: every fine-tune trains on the
     # same 12 of the 120 labelled images (10 %, subset seed 0) with the detectors of
-    # BENCH_METHODS (27 epochs of them), every pretraining on the 600 unlabeled ones (50x
+    # BENCH_METHODS (80 epochs of them), every pretraining on the 600 unlabeled ones (50x
     # that); every ResNet method vs scratch on the R-18 FPN, SIM vs scratch on the ViT
     # detector; 3 paired seeds, the verdict's minimum.
     "bench-methods": lambda: {

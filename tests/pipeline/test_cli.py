@@ -106,8 +106,8 @@ def test_bench_methods_preset_is_data_driven(tmp_path, monkeypatch):
 def test_bench_methods_detectors_share_one_fine_tune_budget():
     """Every detector family of `make bench-methods` fine-tunes on the same schedule and data
     (the same lr steps, the 480 val images), so the ViT block's rows are at the R-18 block's
-    budget; the low-label detectors keep the full-label ones' epochs (800 iterations of 4 of
-    the 120 images; 80 of 4 of the 12)."""
+    budget: 800 iterations of 4 of the 120 images (27 epochs) full-label, 240 of 4 of the 12
+    (80 epochs) low-label."""
     from soco_d2.engine.setup import load_cfg
 
     def budget(path):
@@ -116,14 +116,15 @@ def test_bench_methods_detectors_share_one_fine_tune_budget():
         return (s.MAX_ITER, tuple(s.STEPS), s.IMS_PER_BATCH, s.WARMUP_ITERS,
                 tuple(cfg.DATASETS.TRAIN), tuple(cfg.DATASETS.TEST))
 
-    for rows, labelled, expected in [(BENCH_METHODS_FULL, 120, (800, (600, 740), 4, 50)),
-                                     (BENCH_METHODS, 12, (80, (60, 74), 4, 5))]:
+    for rows, labelled, epochs, expected in [
+            (BENCH_METHODS_FULL, 120, 27, (800, (600, 740), 4, 50)),
+            (BENCH_METHODS, 12, 80, (240, (180, 222), 4, 15))]:
         detectors = sorted({d for _, _, d in rows})
         assert len(detectors) == 2  # the R-18 FPN and the tiny ViTDet Mask R-CNN
         assert budget(detectors[0]) == budget(detectors[1])
         assert budget(detectors[0])[:4] == expected
         max_iter, _, batch = expected[:3]
-        assert round(max_iter * batch / labelled) == 27  # epochs
+        assert round(max_iter * batch / labelled) == epochs
     # the two protocols compare the same methods with the same pretrainings
     assert [r[:2] for r in BENCH_METHODS] == [r[:2] for r in BENCH_METHODS_FULL]
 
