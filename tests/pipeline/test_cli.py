@@ -29,9 +29,18 @@ def test_presets_and_overrides(cli, tmp_path):
     assert set(demo.pretrains) == {"soco"} and os.path.isfile(demo.pretrains["soco"])
     from soco_d2.engine import load_cfg
 
-    # the bench fine-tunes twice as long as the demo, from the same pretraining
-    assert load_cfg(demo.finetune_config, []).SOLVER.MAX_ITER == 400
+    # the demo is bench-methods' SoCo and scratch rows: its low-label subset, detector and seeds;
+    # bench-transfer fine-tunes the same pretraining on all the labels
+    methods = cli("--preset", "bench-methods")
+    demo = cli("--preset", "demo")
+    assert demo.seeds == methods.seeds == [0, 1, 2] and demo.inits == ["soco", "scratch"]
+    assert (demo.train_subset, demo.subset_seed) == (methods.train_subset, methods.subset_seed)
+    for init in demo.inits:
+        assert demo.finetune_configs[init] == methods.finetune_configs[init]
+    assert demo.pretrains["soco"] == methods.pretrains["soco"]
+    assert load_cfg(demo.finetune_config, []).SOLVER.MAX_ITER == 240
     assert load_cfg(bench.finetune_config, []).SOLVER.MAX_ITER == 800
+    assert bench.train_subset is None
     assert cli("--preset", "demo", "--transfer", "backbone, fpn,box_head").transfer == list(GROUPS)
     with pytest.raises(SystemExit, match="subset of"):
         cli("--preset", "demo", "--transfer", "backbone,neck")

@@ -258,4 +258,4 @@ def test_flags_and_the_lowlabel_preset(load_script):
                         (["--train-subset", "1.5"], r"in \(0, 1\]"),
                         (["--subset-seed", "2"], "give --train-subset")]:
         with pytest.raises(SystemExit, match=match):
-            cli("--preset", "demo", *argv)
+            cli("--preset", "bench-methods-fulllabel", *argv)
