@@ -42,7 +42,7 @@ BENCH_METHODS: Tuple[Row, ...] = _demo_methods(_R18_LOW, _VIT_LOW)
 BENCH_METHODS_FULL: Tuple[Row, ...] = _demo_methods(_R18_800, _VIT_800)
 
 
-# the full-label detector's 35 epochs, of the 20 labelled tiles of `make bench-real`
+# 70 epochs of the 20 labelled tiles of `make bench-real` (350 iterations)
 _NEON = "configs/real/faster_rcnn_R18_FPN_neon_trees_lowlabel.yaml"
 
 # `make bench-real`: the four ResNet methods against scratch on the NEON photographs.
