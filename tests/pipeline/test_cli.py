@@ -155,3 +155,13 @@ def test_bench_real_preset_is_the_low_label_protocol_on_neon(cli, tmp_path):
     assert set(spec.finetune_configs.values()) == {spec.finetune_config}
     assert spec.finetune_config.endswith(
         "configs/real/faster_rcnn_R18_FPN_neon_trees_lowlabel.yaml")
+    # 70 epochs of the 20 labelled tiles, the full-label recipe's lr steps and warm-up fractions
+    from soco_d2.engine.setup import load_cfg
+
+    low = load_cfg(spec.finetune_config, register=False).SOLVER
+    full = load_cfg(spec.finetune_config.replace("_lowlabel", ""), register=False).SOLVER
+    assert low.MAX_ITER * low.IMS_PER_BATCH / spec.train_subset == 70
+    for mine, ref in [(low.STEPS, full.STEPS), ((low.WARMUP_ITERS,), (full.WARMUP_ITERS,))]:
+        # the same fractions to the whole percent the configs state them in (75 %, 92 %, 6 %)
+        assert [m / low.MAX_ITER for m in mine] == pytest.approx(
+            [r / full.MAX_ITER for r in ref], abs=0.01)
