@@ -150,6 +150,10 @@ def test_bench_real_preset_is_the_low_label_protocol_on_neon(cli, tmp_path):
     assert (spec.train, spec.test) == ("neon_trees_train", "neon_trees_val")
     assert spec.unlabeled == str(neon / "unlabeled") and spec.demo_data is None
     assert spec.proposals == (str(neon / "unlabeled"), str(neon / "proposals_unlabeled"))
+    # DenseCL with its recipe for small real sets (views at the crowns' scale), the others with
+    # the demo's
+    recipes = {n: os.path.basename(os.path.dirname(c)) for n, c in spec.pretrains.items()}
+    assert recipes == {"soco": "demo", "mocov2": "demo", "densecl": "small", "detco": "demo"}
     # at most a quarter of the 106 train tiles labelled, the same subset for every init and seed
     assert (spec.train_subset, spec.subset_seed, spec.seeds) == (20, 0, [0, 1, 2])
     assert set(spec.finetune_configs.values()) == {spec.finetune_config}
