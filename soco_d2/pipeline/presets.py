@@ -14,6 +14,7 @@ __all__ = ["BENCH_METHODS", "BENCH_METHODS_FULL", "BENCH_REAL", "PRESETS", "pres
 Row = Tuple[str, Optional[str], str]
 
 _DEMO = "configs/demo"
+_SMALL = "configs/small"
 _R18_800 = f"{_DEMO}/mask_rcnn_R18_FPN_demo_800it.yaml"
 _VIT_800 = f"{_DEMO}/vitdet_mask_rcnn_tiny_demo_800it.yaml"
 # 80 epochs of the 12 labelled images of `make bench-methods` (240 iterations)
@@ -52,7 +53,7 @@ _NEON = "configs/real/faster_rcnn_R18_FPN_neon_trees_lowlabel.yaml"
 BENCH_REAL: Tuple[Row, ...] = (
     ("soco", f"{_DEMO}/soco_R18_FPN_demo.yaml", _NEON),
     ("mocov2", f"{_DEMO}/mocov2_R18_demo.yaml", _NEON),
-    ("densecl", "configs/small/densecl_R18_neon.yaml", _NEON),
+    ("densecl", f"{_SMALL}/densecl_R18_neon.yaml", _NEON),
     ("detco", f"{_DEMO}/detco_R18_demo.yaml", _NEON),
     ("scratch", None, _NEON),
 )

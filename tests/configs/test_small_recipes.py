@@ -37,7 +37,8 @@ def _view_scales(cfg, tile):
     i = cfg.INPUT.SSL
     crop_side = tile * math.sqrt(sum(i.CROP_SCALE) / 2)  # the mean crop area's side
     if cfg.MODEL.META_ARCHITECTURE == "SoCo":
-        # V1 is the whole tile; the others are crops (INPUT.SOCO.V3_MODE "crop")
+        # V1 is the whole tile, V2 a crop (INPUT.SOCO.V3_MODE "crop"); V3, SoCo's small view,
+        # is half of V2 by design and not held to the detector's scale
         assert cfg.INPUT.SOCO.V3_MODE == "crop"
         return [i.VIEW_SIZES[0] / tile] + [s / crop_side for s in i.VIEW_SIZES[1:2]]
     scales = [s / crop_side for s in i.VIEW_SIZES]
@@ -69,8 +70,8 @@ def test_recipe_transfers_to_the_neon_detector_at_its_object_scale(path):
 
 
 def test_every_recipe_sees_the_same_number_of_images():
-    seen = {os.path.basename(p): _cfg(p).SOLVER.MAX_ITER * _cfg(p).SOLVER.IMS_PER_BATCH
-            for p in SMALL}
+    solvers = {os.path.basename(p): _cfg(p).SOLVER for p in SMALL}
+    seen = {name: s.MAX_ITER * s.IMS_PER_BATCH for name, s in solvers.items()}
     assert len(set(seen.values())) == 1, seen
 
 
