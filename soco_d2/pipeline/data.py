@@ -8,7 +8,7 @@ subprocesses as ``DATASETS.SSL.REGISTER`` strings (soco_d2/data/datasets/spec.py
 """
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode
 
@@ -18,6 +18,7 @@ __all__ = [
     "UNLABELED_NAME",
     "finetune_data_opts",
     "pretrain_data_opts",
+    "proposals_note",
     "resolve_dataset",
 ]
 
@@ -175,3 +176,57 @@ def pretrain_data_opts(cfg: CfgNode, unlabeled: str, proposal_cache: Optional[st
         "DATASETS.SSL.PROPOSAL_CACHES",
         "()",
     ]
+
+
+def proposals_note(image_dir: str, cache: str, made_here: bool, readers: Sequence[str]) -> str:
+    """The results.md line naming the proposal cache the object-level pretrainings read.
+
+    The search settings come from the cache's own header, so a cache that existed before the
+    run (``--proposals IMAGE_DIR CACHE`` reuses it unchanged) states the filter it was made with.
+
+    Args:
+        image_dir: the pretraining images.
+        cache: the proposal cache.
+        made_here: whether this run wrote it.
+        readers: the pretrainings that read it.
+
+    Raises:
+        ValueError: the cache holds none of the folder's images (made from another folder), so
+            every pretraining that reads it would have no image to train on.
+    """
+    from soco_d2.data.proposals import ProposalCache
+    from soco_d2.data.proposals.images import list_images
+
+    opened = ProposalCache(cache)
+    images = list_images(image_dir)
+    covered = 0
+    for rel in images:
+        for key in (rel, os.path.join(_abs(image_dir), rel)):
+            try:
+                opened.resolve(key)
+            except KeyError:
+                continue
+            covered += 1
+            break
+    if images and not covered:
+        raise ValueError(
+            f"proposal cache {cache} holds none of the {len(images)} images of {image_dir} "
+            f"(its images: {opened.meta.get('source', 'unknown source')}); delete it to search "
+            "this folder, or name another cache in --proposals"
+        )
+    f = opened.meta.get("filter")
+    if f:
+        how = (
+            f"selective search (`{opened.meta.get('mode')}`, images at most "
+            f"{opened.meta.get('max_size')} px), boxes with sides >= {f['min_side']:g} px, "
+            f"aspect ratio <= {f['max_ratio']:g}, sqrt(area) {f['min_scale']:g}-"
+            f"{f['max_scale']:g} of the image's"
+        )
+    else:
+        how = f"no search settings recorded (source: {opened.meta.get('source', 'unknown')})"
+    names = ", ".join(f"`{n}`" for n in readers)
+    return (
+        f"Proposals of {names}: `{cache}` ({'made by this run' if made_here else 'an existing cache, reused as it is'}; "
+        f"{how}); {opened.num_boxes()} boxes, {covered} of the {len(images)} pool images covered"
+        + ("." if covered == len(images) else "; the others are skipped by the pretraining.")
+    )

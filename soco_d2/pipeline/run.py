@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 from soco_d2.checkpoint import GROUPS
 from soco_d2.evaluation import evaluate_weights as evaluate
 
-from .data import finetune_data_opts, pretrain_data_opts
+from .data import finetune_data_opts, pretrain_data_opts, proposals_note
 from .overlap import check_test_pixels, overlap_note, pretraining_pools
 from .spec import Init, PipelineSpec, is_scratch, resolve_inits
 from .stages import StageRunner, run_command, run_training, stop_commands, stop_orphans
@@ -308,8 +308,22 @@ def _search_proposals(run: _Run) -> None:
     run.proposals = spec.proposals
     if run.proposals is None and spec.unlabeled:
         run.proposals = (spec.unlabeled, os.path.join(run.out, "proposals", "unlabeled.bin"))
-    if run.proposals is not None and run.with_proposals:
-        run.stages.run("proposals", lambda: _selective_search(spec, run.proposals, run.logs))
+    if run.proposals is None or not run.with_proposals:
+        return
+    image_dir, cache = run.proposals
+    readers = [n for n in run.pretrains if n in run.with_proposals]
+    if run.stages.done("proposals") and not os.path.exists(cache):
+        print(f"[pipeline] proposal cache {cache} is gone: searching again", flush=True)
+        os.remove(run.stages.marker("proposals"))
+
+    def search() -> Dict:
+        info = _selective_search(spec, run.proposals, run.logs)
+        # a cache of another folder fails the stage here, before any pretraining reads it
+        info["note"] = proposals_note(image_dir, cache, not info.get("reused"), readers)
+        return info
+
+    info = run.stages.run("proposals", search)
+    run.notes.append(info.get("note") or proposals_note(image_dir, cache, not info.get("reused", True), readers))
 
 
 def _pretrain_and_convert(run: _Run) -> None:

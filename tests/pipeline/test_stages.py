@@ -5,6 +5,7 @@ import pickle
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -308,7 +309,13 @@ def test_selective_search_only_for_methods_with_proposals(tmp_path, fake, monkey
     images = tmp_path / "images"
     images.mkdir()
     searched = []
-    monkeypatch.setattr(run_mod, "_selective_search", lambda s, p, logs: searched.append(p) or {})
+
+    def search(s, p, logs):
+        searched.append(p)
+        _write_cache(p[1], [])
+        return {"reused": False}
+
+    monkeypatch.setattr(run_mod, "_selective_search", search)
     spec = _spec(tmp_path, pretrains={"mv": str(no_prop)}, inits=["mv"], unlabeled=str(images))
     run_pipeline(spec)
     assert searched == []
@@ -323,6 +330,67 @@ def test_selective_search_only_for_methods_with_proposals(tmp_path, fake, monkey
     soco = fake.opts(-2)  # pretrain/soco, then its fine-tune
     assert soco["DATASETS.SSL.REGISTER"] == repr((f"pipeline_unlabeled=folder:{images}:{cache}",))
     assert soco["DATASETS.SSL.PROPOSAL_CACHES"] == "()"
+
+
+def _write_cache(path, keys, min_side=12.0):
+    from soco_d2.data.proposals import write_cache
+
+    box = {"boxes": np.array([[0, 0, 8, 8], [2, 2, 9, 9]]), "width": 16, "height": 16,
+           "rule": "ratio3size0104"}
+    filt = {"min_side": min_side, "max_ratio": 3.0, "min_scale": 0.1, "max_scale": 0.4,
+            "fallback": True}
+    write_cache(path, {k: box for k in keys},
+                {"mode": "dual", "max_size": 160, "filter": filt, "source": "somewhere"})
+
+
+def test_proposal_cache_is_checked_and_named_in_results(tmp_path, fake, monkeypatch):
+    import cv2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(images / name), np.zeros((16, 16, 3), np.uint8))
+    cache = str(tmp_path / "crowns.bin")
+    _write_cache(cache, ["a.png", "b.png"])
+    spec = _spec(tmp_path, inits=["soco"], unlabeled=str(images), proposals=(str(images), cache))
+    run_pipeline(spec)
+    md = (tmp_path / "out/results.md").read_text()
+    # a cache made before the run states the filter it was made with, not the default one
+    assert (f"Proposals of `soco`: `{cache}` (an existing cache, reused as it is; selective "
+            "search (`dual`, images at most 160 px), boxes with sides >= 12 px, aspect ratio "
+            "<= 3, sqrt(area) 0.1-0.4 of the image's); 4 boxes, 2 of the 2 pool images "
+            "covered.") in md
+
+    # a cache of another folder fails before any pretraining, and leaves no marker
+    other = str(tmp_path / "other.bin")
+    _write_cache(other, ["x.png"])
+    spec2 = _spec(tmp_path, output=str(tmp_path / "out2"), inits=["soco"],
+                  unlabeled=str(images), proposals=(str(images), other))
+    fake.calls.clear()
+    with pytest.raises(ValueError, match="holds none of the 2 images"):
+        run_pipeline(spec2)
+    assert fake.calls == [] and not StageRunner(spec2.output).done("proposals")
+
+    # a partial cache is named as such, with its own filter
+    _write_cache(other, ["b.png"], min_side=32.0)
+    run_pipeline(spec2)
+    md = (tmp_path / "out2/results.md").read_text()
+    assert "sides >= 32 px" in md
+    assert "2 boxes, 1 of the 2 pool images covered; the others are skipped" in md
+
+    # a cache deleted after its stage is searched again
+    os.remove(cache)
+    searched = []
+
+    def search(s, p, logs):
+        searched.append(p)
+        _write_cache(p[1], ["a.png", "b.png"])
+        return {"reused": False}
+
+    monkeypatch.setattr(run_mod, "_selective_search", search)
+    run_pipeline(spec)
+    assert searched == [(str(images), cache)]
+    assert "(made by this run; " in (tmp_path / "out/results.md").read_text()
 
 
 def test_pretrain_seconds_count_failed_attempts(tmp_path):

@@ -175,6 +175,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(run_mod, "evaluate", evaluate)
     monkeypatch.setattr(run_mod, "detector_state", lambda config, opts: {})
     monkeypatch.setattr(run_mod, "_selective_search", lambda spec, proposals, logs: {})
+    monkeypatch.setattr(run_mod, "proposals_note", lambda *a: "Proposals: none searched here.")
     monkeypatch.setattr(run_mod, "_convert", lambda src, dst, arch, groups, *a: {
         "groups": list(groups)})
     return calls
