@@ -53,6 +53,56 @@ def test_names_frozen_patch_embed_and_optimizer(cfg):
     assert not any(id(p) in opt_params for p in model.target.parameters())
 
 
+def test_encoder_init_xavier_or_the_detectors_own(cfg):
+    from detectron2.modeling.backbone.vit import ViT
+
+    torch.manual_seed(0)
+    enc = build_model(cfg).backbone["net"]
+    qkv = enc.blocks[0].attn.qkv.weight
+    bound = (6.0 / sum(qkv.shape)) ** 0.5  # xavier-uniform (SIM's)
+    assert float(qkv.abs().max()) <= bound and float(qkv.std()) > 0.8 * bound / 3**0.5
+    tn_cfg = cfg.clone()
+    tn_cfg.defrost()
+    tn_cfg.MODEL.SIM.ENCODER_INIT = "trunc_normal"
+    torch.manual_seed(0)
+    model = build_model(tn_cfg)
+    tn = model.backbone["net"]
+    v = cfg.MODEL.VIT
+    torch.manual_seed(0)
+    vit = ViT(img_size=v.PRETRAIN_IMG_SIZE, patch_size=v.PATCH_SIZE, embed_dim=v.EMBED_DIM,
+              depth=v.DEPTH, num_heads=v.NUM_HEADS)
+    # every linear and the patch conv drawn as detectron2's ViT draws them; the target starts equal
+    for name, p in tn.named_parameters():
+        if p.dim() == 2 or name.startswith("patch_embed"):
+            ref = dict(vit.named_parameters())[name]
+            assert abs(float(p.std()) - float(ref.std())) < 0.15 * float(ref.std()), name
+    assert torch.equal(model.target.backbone["net"].blocks[0].attn.qkv.weight,
+                       tn.blocks[0].attn.qkv.weight)
+    tn_cfg.MODEL.SIM.ENCODER_INIT = "kaiming"
+    with pytest.raises(ValueError, match="ENCODER_INIT"):
+        build_model(tn_cfg)
+
+
+def test_learned_position_table_trains_without_decay(cfg, batch):
+    lp_cfg = cfg.clone()
+    lp_cfg.defrost()
+    lp_cfg.MODEL.SIM.POS_EMBED = "learned"
+    torch.manual_seed(0)
+    model = build_model(lp_cfg)
+    pos = model.backbone["net"].pos_embed
+    assert pos.requires_grad and abs(float(pos.std()) - 0.02) < 0.005
+    groups = build_optimizer(lp_cfg, model).param_groups
+    assert [g["weight_decay"] for g in groups if any(p is pos for p in g["params"])] == [0.0]
+    model.train()
+    model(batch)["loss_sim"].backward()
+    assert pos.grad is not None and float(pos.grad.abs().sum()) > 0
+    # the fixed sin-cos table (SIM's) is not a trained parameter
+    assert not build_model(cfg).backbone["net"].pos_embed.requires_grad
+    lp_cfg.MODEL.SIM.POS_EMBED = "rope"
+    with pytest.raises(ValueError, match="POS_EMBED"):
+        build_model(lp_cfg)
+
+
 def test_ema_moves_parameters_not_buffers(cfg, batch):
     torch.manual_seed(0)
     model = build_model(cfg).train()

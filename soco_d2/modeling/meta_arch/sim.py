@@ -68,6 +68,12 @@ def add_sim_method_config(cfg: CN) -> None:
     _C.MODEL.SIM.NEG_WEIGHT = 0.02
     # Train the patch embedding (SIM freezes it: False).
     _C.MODEL.SIM.TRAIN_PATCH_EMBED = False
+    # Encoder initialisation: "xavier" (SIM's) or "trunc_normal" (detectron2 ViT's own, the
+    # start of a scratch ViTDet backbone; soco_d2/modeling/sim/encoder.py).
+    _C.MODEL.SIM.ENCODER_INIT = "xavier"
+    # Encoder position table: "sincos" (SIM's, fixed) or "learned" (trained from detectron2
+    # ViT's own start, a truncated normal of std 0.02).
+    _C.MODEL.SIM.POS_EMBED = "sincos"
 
     _C.INPUT.SIM = CN()
     # Patches of view 1 masked per image, exactly (SIM ViT-B/16 at 224 px: 118 of 196).
@@ -180,6 +186,8 @@ class SIM(EMATargetMetaArch):
             num_heads=v.NUM_HEADS,
             mlp_ratio=v.MLP_RATIO,
             drop_path_rate=v.DROP_PATH_RATE,
+            init=s.ENCODER_INIT,
+            pos_embed=s.POS_EMBED,
         )
         return {
             **EMATargetMetaArch.base_config(cfg),

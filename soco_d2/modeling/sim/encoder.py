@@ -100,13 +100,26 @@ class TokenViT(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
+        init: str = "xavier",
+        pos_embed: str = "sincos",
     ):
         """
         Args:
             img_size: view side in pixels (the position table covers (img_size/patch_size)^2).
             patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path_rate: as in
                 detectron2's ``ViT`` (MODEL.VIT.*).
+            init: "xavier" (MAE / SIM: xavier-uniform linears and patch projection) or
+                "trunc_normal" (detectron2's ``ViT``: linears from a truncated normal of std
+                0.02, the patch convolution at PyTorch's default), so the encoder starts where
+                a randomly initialised ViTDet backbone starts.
+            pos_embed: "sincos" (MAE / SIM: a fixed 2-D sin-cos table) or "learned" (trained,
+                drawn from a truncated normal of std 0.02 as detectron2's ``ViT`` draws its
+                table).
         """
+        if pos_embed not in ("sincos", "learned"):
+            raise ValueError(f"MODEL.SIM.POS_EMBED must be 'sincos' or 'learned', got {pos_embed!r}")
+        if init not in ("xavier", "trunc_normal"):
+            raise ValueError(f"MODEL.SIM.ENCODER_INIT must be 'xavier' or 'trunc_normal', got {init!r}")
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"view size {img_size} is not a multiple of patch {patch_size}")
@@ -117,22 +130,28 @@ class TokenViT(nn.Module):
             embed_dim=embed_dim,
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        # Fixed (never trained) but a parameter, as in ViT, MAE and SIM state dicts: ViTDet
-        # starts its learnable table from it.
-        pos = sincos_pos_embed_2d(embed_dim, self.grid_size, cls_token=True)
-        self.pos_embed = nn.Parameter(pos.unsqueeze(0), requires_grad=False)
+        # A parameter, as in ViT, MAE and SIM state dicts (ViTDet starts its learnable table
+        # from it); the sin-cos table is fixed (never trained).
+        pos = sincos_pos_embed_2d(embed_dim, self.grid_size, cls_token=True).unsqueeze(0)
+        if pos_embed == "learned":
+            pos = nn.init.trunc_normal_(torch.zeros_like(pos), std=0.02)
+        self.pos_embed = nn.Parameter(pos, requires_grad=pos_embed == "learned")
         self.blocks = build_blocks(depth, embed_dim, num_heads, mlp_ratio, "LN", drop_path_rate)
-        self._init_weights()
+        self._init_weights(init)
 
-    def _init_weights(self) -> None:
-        # MAE / SIM initialisation: xavier-uniform linears (the patch conv as a linear),
-        # small normal cls token, unit LayerNorms.
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    def _init_weights(self, init: str) -> None:
+        # small normal cls token, unit LayerNorms; MAE / SIM: xavier-uniform linears (the patch
+        # conv as a linear); detectron2's ViT: truncated normal linears, default patch conv
+        if init == "xavier":
+            w = self.patch_embed.proj.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
+                if init == "xavier":
+                    nn.init.xavier_uniform_(m.weight)
+                else:
+                    nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
