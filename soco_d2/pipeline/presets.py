@@ -48,8 +48,8 @@ _NEON = "configs/real/faster_rcnn_R18_FPN_neon_trees_lowlabel.yaml"
 
 # `make bench-real`: the four ResNet methods against scratch on the NEON photographs. DenseCL
 # pretrains with its recipe for small real sets (configs/small/: views at the crowns' scale),
-# ahead of its demo recipe there (+0.74 +- 0.11 box AP, 3 paired seeds); SoCo's and MoCo v2's
-# were not (docs/real_data.md, "Per-method recipes"), DetCo's is not yet checked.
+# ahead of its demo recipe there (+0.74 +- 0.11 box AP, 3 paired seeds); SoCo's, MoCo v2's and
+# DetCo's were not (docs/real_data.md, "Per-method recipes").
 BENCH_REAL: Tuple[Row, ...] = (
     ("soco", f"{_DEMO}/soco_R18_FPN_demo.yaml", _NEON),
     ("mocov2", f"{_DEMO}/mocov2_R18_demo.yaml", _NEON),
