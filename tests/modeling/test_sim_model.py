@@ -96,8 +96,12 @@ def test_learned_position_table_trains_without_decay(cfg, batch):
     model.train()
     model(batch)["loss_sim"].backward()
     assert pos.grad is not None and float(pos.grad.abs().sum()) > 0
-    # the fixed sin-cos table (SIM's) is not a trained parameter
-    assert not build_model(cfg).backbone["net"].pos_embed.requires_grad
+    # the fixed sin-cos table (SIM's) is not a trained parameter; its scale is a key
+    fixed = build_model(cfg).backbone["net"].pos_embed
+    assert not fixed.requires_grad
+    lp_cfg.MODEL.SIM.POS_EMBED, lp_cfg.MODEL.SIM.POS_EMBED_SCALE = "sincos", 0.05
+    scaled = build_model(lp_cfg).backbone["net"].pos_embed
+    assert not scaled.requires_grad and torch.allclose(scaled, 0.05 * fixed)
     lp_cfg.MODEL.SIM.POS_EMBED = "rope"
     with pytest.raises(ValueError, match="POS_EMBED"):
         build_model(lp_cfg)

@@ -74,6 +74,8 @@ def add_sim_method_config(cfg: CN) -> None:
     # Encoder position table: "sincos" (SIM's, fixed) or "learned" (trained from detectron2
     # ViT's own start, a truncated normal of std 0.02).
     _C.MODEL.SIM.POS_EMBED = "sincos"
+    # Factor on the sin-cos table (1.0: SIM's); a converted encoder hands ViTDet the scaled table.
+    _C.MODEL.SIM.POS_EMBED_SCALE = 1.0
 
     _C.INPUT.SIM = CN()
     # Patches of view 1 masked per image, exactly (SIM ViT-B/16 at 224 px: 118 of 196).
@@ -188,6 +190,7 @@ class SIM(EMATargetMetaArch):
             drop_path_rate=v.DROP_PATH_RATE,
             init=s.ENCODER_INIT,
             pos_embed=s.POS_EMBED,
+            pos_scale=s.POS_EMBED_SCALE,
         )
         return {
             **EMATargetMetaArch.base_config(cfg),

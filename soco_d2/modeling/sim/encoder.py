@@ -102,6 +102,7 @@ class TokenViT(nn.Module):
         drop_path_rate: float = 0.0,
         init: str = "xavier",
         pos_embed: str = "sincos",
+        pos_scale: float = 1.0,
     ):
         """
         Args:
@@ -115,6 +116,7 @@ class TokenViT(nn.Module):
             pos_embed: "sincos" (MAE / SIM: a fixed 2-D sin-cos table) or "learned" (trained,
                 drawn from a truncated normal of std 0.02 as detectron2's ``ViT`` draws its
                 table).
+            pos_scale: factor on the sin-cos table (1: SIM's).
         """
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"MODEL.SIM.POS_EMBED must be 'sincos' or 'learned', got {pos_embed!r}")
@@ -133,6 +135,7 @@ class TokenViT(nn.Module):
         # A parameter, as in ViT, MAE and SIM state dicts (ViTDet starts its learnable table
         # from it); the sin-cos table is fixed (never trained).
         pos = sincos_pos_embed_2d(embed_dim, self.grid_size, cls_token=True).unsqueeze(0)
+        pos = pos * pos_scale
         if pos_embed == "learned":
             pos = nn.init.trunc_normal_(torch.zeros_like(pos), std=0.02)
         self.pos_embed = nn.Parameter(pos, requires_grad=pos_embed == "learned")
