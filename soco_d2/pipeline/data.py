@@ -194,20 +194,18 @@ def proposals_note(image_dir: str, cache: str, made_here: bool, readers: Sequenc
         ValueError: the cache holds none of the folder's images (made from another folder), so
             every pretraining that reads it would have no image to train on.
     """
+    from soco_d2.data.build import _resolve_key
     from soco_d2.data.proposals import ProposalCache
     from soco_d2.data.proposals.images import list_images
 
     opened = ProposalCache(cache)
     images = list_images(image_dir)
-    covered = 0
-    for rel in images:
-        for key in (rel, os.path.join(_abs(image_dir), rel)):
-            try:
-                opened.resolve(key)
-            except KeyError:
-                continue
-            covered += 1
-            break
+    root = _abs(image_dir)
+    # looked up as the pretraining's loader looks them up (soco_d2/data/build.py)
+    covered = sum(
+        1 for rel in images
+        if _resolve_key(opened, rel) or _resolve_key(opened, os.path.join(root, rel))
+    )
     if images and not covered:
         raise ValueError(
             f"proposal cache {cache} holds none of the {len(images)} images of {image_dir} "
@@ -225,8 +223,8 @@ def proposals_note(image_dir: str, cache: str, made_here: bool, readers: Sequenc
     else:
         how = f"no search settings recorded (source: {opened.meta.get('source', 'unknown')})"
     names = ", ".join(f"`{n}`" for n in readers)
+    origin = "made by this run" if made_here else "an existing cache, reused as it is"
     return (
-        f"Proposals of {names}: `{cache}` ({'made by this run' if made_here else 'an existing cache, reused as it is'}; "
-        f"{how}); {opened.num_boxes()} boxes, {covered} of the {len(images)} pool images covered"
+        f"Proposals of {names}: `{cache}` ({origin}; {how}); {opened.num_boxes()} boxes, {covered} of the {len(images)} pool images covered"
         + ("." if covered == len(images) else "; the others are skipped by the pretraining.")
     )

@@ -323,7 +323,10 @@ def _search_proposals(run: _Run) -> None:
         return info
 
     info = run.stages.run("proposals", search)
-    run.notes.append(info.get("note") or proposals_note(image_dir, cache, not info.get("reused", True), readers))
+    # a marker written before the note existed: the note from the cache as it is now
+    made_here = not info.get("reused", True)
+    note = info.get("note") or proposals_note(image_dir, cache, made_here, readers)
+    run.notes.append(note)
 
 
 def _pretrain_and_convert(run: _Run) -> None:

@@ -118,10 +118,10 @@ class TokenViT(nn.Module):
                 table).
             pos_scale: factor on the sin-cos table (1: SIM's).
         """
-        if pos_embed not in ("sincos", "learned"):
-            raise ValueError(f"MODEL.SIM.POS_EMBED must be 'sincos' or 'learned', got {pos_embed!r}")
-        if init not in ("xavier", "trunc_normal"):
-            raise ValueError(f"MODEL.SIM.ENCODER_INIT must be 'xavier' or 'trunc_normal', got {init!r}")
+        for key, value, allowed in (("POS_EMBED", pos_embed, ("sincos", "learned")),
+                                    ("ENCODER_INIT", init, ("xavier", "trunc_normal"))):
+            if value not in allowed:
+                raise ValueError(f"MODEL.SIM.{key} must be one of {allowed}, got {value!r}")
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"view size {img_size} is not a multiple of patch {patch_size}")
