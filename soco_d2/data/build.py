@@ -33,7 +33,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tra
 
 from .dataset_mappers import build_dataset_mapper, get_dataset_mapper_class
 
-__all__ = ["get_pretrain_dataset_dicts", "build_pretrain_loader", "attach_proposals", "pack_batch"]
+__all__ = [
+    "get_pretrain_dataset_dicts",
+    "build_pretrain_loader",
+    "attach_proposals",
+    "resolve_proposal_key",
+    "pack_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +50,7 @@ def _open_cache(path: str):
     return ProposalCache(path)
 
 
-def _resolve_key(cache, key: str) -> Optional[str]:
+def resolve_proposal_key(cache, key: str) -> Optional[str]:
     """The cache's key for image ``key`` (``ProposalCache.resolve``), or None if it lacks it."""
     try:
         return cache.resolve(key)
@@ -73,9 +79,9 @@ def attach_proposals(dicts: List[Dict], cache_path: str, dataset: str, open_cach
     out, missing = [], []
     for d in dicts:
         key = str(d.get("proposal_key", d.get("image_id", d["file_name"])))
-        found = _resolve_key(cache, key)
+        found = resolve_proposal_key(cache, key)
         if found is None:
-            found = _resolve_key(cache, d["file_name"])
+            found = resolve_proposal_key(cache, d["file_name"])
         if found is None:
             missing.append(key)
             continue

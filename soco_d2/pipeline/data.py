@@ -194,7 +194,7 @@ def proposals_note(image_dir: str, cache: str, made_here: bool, readers: Sequenc
         ValueError: the cache holds none of the folder's images (made from another folder), so
             every pretraining that reads it would have no image to train on.
     """
-    from soco_d2.data.build import _resolve_key
+    from soco_d2.data.build import resolve_proposal_key
     from soco_d2.data.proposals import ProposalCache
     from soco_d2.data.proposals.images import list_images
 
@@ -204,7 +204,8 @@ def proposals_note(image_dir: str, cache: str, made_here: bool, readers: Sequenc
     # looked up as the pretraining's loader looks them up (soco_d2/data/build.py)
     covered = sum(
         1 for rel in images
-        if _resolve_key(opened, rel) or _resolve_key(opened, os.path.join(root, rel))
+        if resolve_proposal_key(opened, rel)
+        or resolve_proposal_key(opened, os.path.join(root, rel))
     )
     if images and not covered:
         raise ValueError(

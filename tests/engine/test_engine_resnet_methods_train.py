@@ -276,3 +276,20 @@ def test_resume_after_kill_matches_uninterrupted(name, images, tmp_path):
         assert {f"{n}.queue", f"{n}.queue_ptr"} <= state.keys()
         # 16 keys: DetCo's rings of 16 wrapped to 0
         assert int(state[f"{n}.queue_ptr"]) == 16 % q.size, n
+
+
+def test_resume_restores_the_image_ids_of_excluded_same_image_keys(images, tmp_path):
+    make = _make_cfg("moco", images)
+
+    def cfg(out_dir, *opts):
+        return make(out_dir, "MODEL.MOCO.EXCLUDE_SAME_IMAGE", "True", *opts)
+
+    def ids_came_back(resumed):
+        # 2 steps of the fixed batch's 4 images: 8 slots hold ids, two per image
+        ids = resumed.model.queue.ids
+        assert int((ids >= 0).sum()) == 8 and len(set(ids[ids >= 0].tolist())) == 4
+
+    full, resumed = assert_resume_is_exact(
+        FIXED_BATCH["moco"], cfg, tmp_path, on_resume=ids_came_back
+    )
+    assert torch.equal(resumed.model.queue.ids, full.model.queue.ids)

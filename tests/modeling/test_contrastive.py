@@ -124,3 +124,66 @@ def test_loss_on_the_ring_itself_is_unaffected_by_an_enqueue_before_backward():
     expected.backward()
     assert torch.equal(loss, expected)
     torch.testing.assert_close(q.grad, q_ref.grad)
+
+
+def _rowwise_reference(q, k, queue, t, query_ids, queue_ids):
+    """Mean over rows of InfoNCE with each row's same-image columns deleted from the queue."""
+    import torch.nn.functional as F
+
+    rows = []
+    for i in range(q.shape[0]):
+        keep = queue_ids != query_ids[i]
+        logits, labels = info_nce_logits(q[i : i + 1], k[i : i + 1], queue[:, keep], t)
+        rows.append(F.cross_entropy(logits, labels))
+    return torch.stack(rows).mean()
+
+
+@pytest.mark.parametrize("block_elements", [1, 7, 1 << 20])  # a column per block; a few; one
+def test_same_image_keys_are_left_out_of_each_querys_negatives(monkeypatch, block_elements):
+    import torch.nn.functional as F
+
+    from soco_d2.modeling import contrastive
+
+    monkeypatch.setattr(contrastive, "_BLOCK_ELEMENTS", block_elements)
+    g = torch.Generator().manual_seed(3)
+    q = F.normalize(torch.randn(4, 3, generator=g, dtype=torch.float64), dim=1)
+    k = F.normalize(torch.randn(4, 3, generator=g, dtype=torch.float64), dim=1)
+    queue = F.normalize(torch.randn(3, 6, generator=g, dtype=torch.float64), dim=0)
+    query_ids = torch.tensor([10, 11, 12, 13])
+    # row 0 loses columns 2 and 4, row 1 column 3, row 2 none, row 3 columns 0, 1 and 5 (with a
+    # column per block, its first two blocks are left out entirely)
+    queue_ids = torch.tensor([13, 13, 10, 11, 10, 13])
+    inputs = [t.clone().requires_grad_(True) for t in (q, k, queue)]
+    loss = info_nce_loss(*inputs, 0.2, (query_ids, queue_ids))
+    ref_inputs = [t.clone().requires_grad_(True) for t in (q, k, queue)]
+    expected = _rowwise_reference(*ref_inputs, 0.2, query_ids, queue_ids)
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, info_nce_loss(q, k, queue, 0.2))  # something was left out
+    loss.backward()
+    expected.backward()
+    for got, want in zip(inputs, ref_inputs):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-6, atol=1e-9)
+    # the materialised logits put -inf exactly on the left-out columns
+    logits, _ = info_nce_logits(q, k, queue, 0.2, (query_ids, queue_ids))
+    same = query_ids[:, None] == queue_ids[None, :]
+    assert torch.isinf(logits[:, 1:][same]).all() and torch.isfinite(logits[:, 1:][~same]).all()
+    torch.autograd.gradcheck(
+        lambda a, b, c: contrastive._QueueInfoNCE.apply(a, b, c, 0.2, query_ids, queue_ids),
+        [t.detach().clone().requires_grad_(True) for t in (q, k, queue)],
+    )
+
+
+def test_a_query_whose_every_queue_key_is_its_own_image_has_zero_loss():
+    q, k, queue = _case()
+    q.requires_grad_(True)
+    loss = info_nce_loss(q[:1], k[:1], queue, 0.5, (torch.tensor([7]), torch.tensor([7, 7, 7])))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(q.grad).all()
+
+
+def test_ids_of_the_wrong_shapes_are_clear_errors():
+    q, k, queue = _case()
+    with pytest.raises(ValueError, match="query_ids"):
+        info_nce_loss(q, k, queue, 0.2, (torch.tensor([0]), torch.tensor([0, 1, 2])))
+    with pytest.raises(ValueError, match="queue_ids"):
+        info_nce_logits(q, k, queue, 0.2, (torch.tensor([0, 1]), torch.tensor([0, 1])))

@@ -165,3 +165,32 @@ def test_backbone_keys_are_detectron2_resnet_keys():
     # heads and queues live under other names, so a "backbone." prefix filter drops them
     assert {"queue2.queue", "queue2.queue_ptr", "dense_head.conv1.weight"} <= set(state)
     assert not any(k.startswith("backbone.") and "dense" in k for k in state)
+
+
+def test_exclude_same_image_reaches_both_queues_one_id_per_query_cell():
+    from soco_d2.modeling.contrastive import info_nce_loss
+    from soco_d2.modeling.densecl import dense_correspondence, dense_info_nce
+
+    torch.manual_seed(0)
+    model = _model("MODEL.MOCO.SHUFFLE_BN", "False", "MODEL.MOCO.EXCLUDE_SAME_IMAGE", "True")
+    batch = [dict(x, image_id=f"img{i}.jpg") for i, x in enumerate(_batch())]
+    model(batch)  # the four images' keys enter both queues with their ids
+    assert torch.equal(model.queue.ids, model.queue2.ids)
+    assert int((model.queue2.ids >= 0).sum()) == 4
+    queue, queue2, ids = model.queue.queue.clone(), model.queue2.queue.clone(), model.queue.ids
+    with torch.no_grad():
+        qf, q, q_grid, _ = _encode(model._online_container(), model.preprocess_view(batch, 0))
+        kf, k, k_grid, _ = _encode(model.target, model.preprocess_view(batch, 1))
+    own = model.queue.batch_ids(batch)
+    cells = q_grid.shape[2]
+    cell_ids = torch.tensor([int(own[b]) for b in range(4) for _ in range(cells)])  # image-major
+    match = dense_correspondence(qf, kf)
+    expected_dense = dense_info_nce(q_grid, k_grid, match, queue2, 0.2, (cell_ids, ids.clone()))
+    expected_global = torch.stack(
+        [info_nce_loss(q[i:i + 1], k[i:i + 1], queue[:, ids != own[i]], 0.2) for i in range(4)]
+    ).mean()
+    out = model(batch)  # the same images again
+    torch.testing.assert_close(out["loss_dense"], 0.5 * expected_dense)
+    torch.testing.assert_close(out["loss_global"], 0.5 * expected_global)
+    kept = dense_info_nce(q_grid, k_grid, match, queue2, 0.2)  # own keys as negatives
+    assert not torch.allclose(out["loss_dense"], 0.5 * kept, rtol=1e-4)

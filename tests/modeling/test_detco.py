@@ -158,3 +158,31 @@ def test_bad_config_names_the_key(opts, match):
 def test_inputs_without_jigsaw_name_the_mapper():
     with pytest.raises(ValueError, match="DATASET_MAPPER_NAME 'detco'"):
         _model()([{"views": x["views"]} for x in _batch()])
+
+
+def test_exclude_same_image_reaches_every_term_of_every_level():
+    model = _model("MODEL.MOCO.SHUFFLE_BN", "False", "MODEL.MOCO.EXCLUDE_SAME_IMAGE", "True")
+    batch = [dict(x, image_id=f"img{i}.jpg") for i, x in enumerate(_batch())]
+    model(batch)  # the four images' keys enter all eight queues with their ids
+    ids = model.queues["res2_global"].ids.clone()
+    assert int((ids >= 0).sum()) == 4
+    assert all(torch.equal(q.ids, ids) for q in model.queues.values())
+    rings = {name: q.queue.clone() for name, q in model.queues.items()}
+    with torch.no_grad():
+        online = model._online_container()
+        q_g, q_l = model._embed(online, model.global_batch(batch, 0), model.patch_batch(batch, 0),
+                                False)
+        k_g, k_l = model._embed(model.target, model.global_batch(batch, 1),
+                                model.patch_batch(batch, 1), False)
+    own = model.queues["res2_global"].batch_ids(batch)
+    with EventStorage() as storage:
+        model(batch)  # the same images again
+        logged = {k: v[0] for k, v in storage.latest().items()}
+    for lvl in model.levels:
+        args = (q_g[lvl], k_g[lvl], rings[f"{lvl}_global"], model.temperature, q_l[lvl],
+                k_l[lvl], rings[f"{lvl}_local"])
+        left_out = detco_level_terms(*args, exclude=(own, ids))
+        kept = detco_level_terms(*args)
+        for name, value in left_out.items():
+            assert logged[f"detco/{lvl}_{name}"] == pytest.approx(value.item(), rel=1e-5)
+            assert abs(value.item() - kept[name].item()) > 1e-6, (lvl, name)

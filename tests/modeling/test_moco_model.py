@@ -147,3 +147,22 @@ def test_backbone_keys_are_detectron2_resnet_keys_of_a_detector():
     assert {k for k in ours if k.startswith("backbone.")} == {
         "backbone." + k[len("backbone.bottom_up."):] for k in bottom_up
     }
+
+
+def test_exclude_same_image_leaves_each_querys_earlier_keys_out_of_its_negatives():
+    model = _model("MODEL.MOCO.SHUFFLE_BN", "False", "MODEL.MOCO.SPLIT_BN", "0",
+                   "MODEL.MOCO.EXCLUDE_SAME_IMAGE", "True")
+    batch = [dict(x, image_id=f"img{i}.jpg") for i, x in enumerate(_batch())]
+    model(batch)  # step 1: the four images' keys enter the ring, with their ids
+    ring, ids = model.queue.queue.clone(), model.queue.ids.clone()
+    assert int((ids >= 0).sum()) == 4
+    with torch.no_grad():
+        q = _embed(model, model._online_container(), model.preprocess_view(batch, 0))
+        k = _embed(model, model.target, model.preprocess_view(batch, 1))
+    own = model.queue.batch_ids(batch)
+    rows = [info_nce_loss(q[i:i + 1], k[i:i + 1], ring[:, ids != own[i]], 0.2) for i in range(4)]
+    loss = model(batch)["loss_moco"]  # step 2: the same images again
+    torch.testing.assert_close(loss, torch.stack(rows).mean(), rtol=1e-5, atol=1e-6)
+    # without the key, each query's own earlier key counts as a negative
+    assert not torch.allclose(loss, info_nce_loss(q, k, ring, 0.2), rtol=1e-4)
+    assert "ids" not in dict(_model().queue.named_buffers())  # off: checkpoints as before

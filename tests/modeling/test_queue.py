@@ -67,3 +67,43 @@ def test_batch_that_does_not_divide_the_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\(B, 3\)"):
         q.enqueue(torch.zeros(2, 5))
     assert int(q.queue_ptr) == 0  # nothing written
+
+
+def test_tracked_ids_follow_their_keys_through_the_ring_and_checkpoints():
+    from soco_d2.modeling.queue import NO_IMAGE
+
+    q = KeyQueue(3, 4, track_ids=True)
+    assert set(dict(q.named_buffers())) == {"queue", "queue_ptr", "ids"}
+    assert torch.equal(q.ids, torch.full((4,), NO_IMAGE))
+    q.enqueue(_keys(1, 2), torch.tensor([5, 6]))
+    q.enqueue(_keys(3, 2), torch.tensor([7, 8]))
+    q.enqueue(_keys(5, 2), torch.tensor([9, 5]))  # wraps: overwrites the keys of 5 and 6
+    assert torch.equal(q.ids, torch.tensor([9, 5, 7, 8]))
+    query_ids, queue_ids = q.exclusion(torch.tensor([5, 8]), repeat=2)
+    assert query_ids.tolist() == [5, 5, 8, 8] and torch.equal(queue_ids, q.ids)
+    queue_ids[0] = 0  # a copy: the ring's ids do not change
+    assert int(q.ids[0]) == 9
+    b = KeyQueue(3, 4, track_ids=True)
+    b.load_state_dict(q.state_dict())
+    assert torch.equal(b.ids, q.ids)
+    with pytest.raises(ValueError, match="image ids"):
+        q.enqueue(_keys(0, 2))  # keys without their ids
+    assert q.exclusion(None) is None
+    with pytest.raises(ValueError, match="records no image ids"):
+        KeyQueue(3, 4).exclusion(torch.tensor([1]))
+
+
+def test_image_ids_are_stable_distinct_and_non_negative():
+    from soco_d2.modeling.queue import image_ids
+
+    batch = [{"image_id": "a.jpg"}, {"image_id": 3}, {"file_name": "/data/b.jpg"}]
+    ids = image_ids(batch)
+    assert ids.dtype == torch.long and len(set(ids.tolist())) == 3 and (ids >= 0).all()
+    # the same image gives the same id in another call (another process, another run); the
+    # file name decides when both are given
+    assert torch.equal(image_ids([{"image_id": "a.jpg"}]), ids[:1])
+    assert torch.equal(image_ids([{"image_id": 0, "file_name": "/data/b.jpg"}]), ids[2:])
+    assert KeyQueue(3, 4).batch_ids(batch) is None
+    assert torch.equal(KeyQueue(3, 4, track_ids=True).batch_ids(batch), ids)
+    with pytest.raises(ValueError, match="file_name"):
+        image_ids([{}])

@@ -1,5 +1,6 @@
-"""Shuffle-BN parts: shuffle/unshuffle are inverse (1 and 2 processes), SplitBatchNorm equals
-BatchNorm run on the sub-batches, and converting a detectron2 ResNet keeps its state dict."""
+"""Shuffle-BN parts: shuffle/unshuffle are inverse (1 and 2 processes; queue image ids are
+gathered in rank order), SplitBatchNorm equals BatchNorm run on the sub-batches, and converting a
+detectron2 ResNet keeps its state dict."""
 import os
 import socket
 import tempfile
@@ -13,6 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from soco_d2.modeling.comm import concat_all_gather
+from soco_d2.modeling.queue import KeyQueue, gather_ids, image_ids
 from soco_d2.modeling.shuffle_bn import (
     SplitBatchNorm,
     batch_shuffle,
@@ -51,7 +53,11 @@ def _shuffle_worker(rank: int, world: int, port: int, out_dir: str):
         xs, idx = batch_shuffle(x)
         back = batch_unshuffle(xs * 2, idx)
         gathered = concat_all_gather(x)
-        torch.save(dict(x=x, xs=xs, idx=idx, back=back, gathered=gathered),
+        # the image ids of MODEL.MOCO.EXCLUDE_SAME_IMAGE reach every rank's ring as the keys do
+        ring = KeyQueue(1, 8, track_ids=True)
+        ids = image_ids([{"file_name": f"rank{rank}_{i}.jpg"} for i in range(4)])
+        ring.enqueue(gathered, gather_ids(ids))
+        torch.save(dict(x=x, xs=xs, idx=idx, back=back, gathered=gathered, ring_ids=ring.ids),
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -85,6 +91,9 @@ def test_two_process_shuffle_is_global_and_unshuffle_returns_own_rows():
     assert torch.equal(everything[torch.argsort(r[0]["idx"])], shuffled)
     for i in range(world):
         assert torch.equal(r[i]["back"], 2 * r[i]["x"])
+    names = [{"file_name": f"rank{j}_{i}.jpg"} for j in range(world) for i in range(4)]
+    assert torch.equal(r[0]["ring_ids"], image_ids(names))  # rank order, as the keys
+    assert torch.equal(r[1]["ring_ids"], r[0]["ring_ids"])
 
 
 # ---------------------------------------------------------------- SplitBatchNorm

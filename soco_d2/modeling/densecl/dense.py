@@ -6,7 +6,7 @@ takes as its positive the key-view cell whose *backbone* feature is most similar
 (cosine similarity, argmax over the key cells), and the pooled dense key of other images, held
 in a second queue, as negatives. The global branch is MoCo v2's head (``meta_arch/moco.py``).
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,7 @@ def dense_info_nce(
     match: torch.Tensor,
     queue_keys: torch.Tensor,
     temperature: float,
+    exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> torch.Tensor:
     """DenseCL's dense loss: InfoNCE per query cell, positive at its matched key cell.
 
@@ -138,6 +139,8 @@ def dense_info_nce(
         match: (B, N_q) long, the matched key cell of every query cell.
         queue_keys: (D, K) negatives, L2-normalised columns.
         temperature: T > 0 (DenseCL: 0.2).
+        exclude: ``(query_ids, queue_ids)``, (B * N_q,) and (K,) image ids, or None (see
+            :func:`~soco_d2.modeling.contrastive.info_nce_loss`).
 
     Returns:
         scalar loss (float32).
@@ -151,4 +154,4 @@ def dense_info_nce(
     # (B, D, N) -> (B * N, D): image-major, then cell, as the official flattening
     q = q_grid.transpose(1, 2).reshape(-1, d)
     k = positives.transpose(1, 2).reshape(-1, d)
-    return info_nce_loss(q, k, queue_keys, temperature)
+    return info_nce_loss(q, k, queue_keys, temperature, exclude)

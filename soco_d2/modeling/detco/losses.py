@@ -13,7 +13,7 @@ With the query from view 1 and the key from view 2, q_g / k_g the global and q_l
 A term's negatives come from the queue of its key's kind, so a positive can never be told
 from the negatives by being a global rather than a local vector (or the reverse).
 """
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -34,6 +34,7 @@ def detco_level_terms(
     k_local: Optional[torch.Tensor] = None,
     queue_local: Optional[torch.Tensor] = None,
     cross_directions: Sequence[str] = CROSS_DIRECTIONS,
+    exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Dict[str, torch.Tensor]:
     """The InfoNCE terms of one level.
 
@@ -43,18 +44,24 @@ def detco_level_terms(
         temperature: T.
         q_local, k_local, queue_local: the same for the jigsaw patch sets; None: global only.
         cross_directions: subset of ("global_to_local", "local_to_global").
+        exclude: ``(query_ids, queue_ids)``, (N,) and (K,) image ids, or None: a queue key of
+            the query's own image is left out of its negatives; one ``queue_ids`` serves both
+            queues, which are written in step.
 
     Returns:
         name -> scalar: "global", and with local inputs "local" plus one per cross direction.
     """
-    terms = {"global": info_nce_loss(q_global, k_global, queue_global, temperature)}
+    def nce(q, k, queue):
+        return info_nce_loss(q, k, queue, temperature, exclude)
+
+    terms = {"global": nce(q_global, k_global, queue_global)}
     if q_local is None:
         return terms
-    terms["local"] = info_nce_loss(q_local, k_local, queue_local, temperature)
+    terms["local"] = nce(q_local, k_local, queue_local)
     if "global_to_local" in cross_directions:
-        terms["global_to_local"] = info_nce_loss(q_global, k_local, queue_local, temperature)
+        terms["global_to_local"] = nce(q_global, k_local, queue_local)
     if "local_to_global" in cross_directions:
-        terms["local_to_global"] = info_nce_loss(q_local, k_global, queue_global, temperature)
+        terms["local_to_global"] = nce(q_local, k_global, queue_global)
     return terms
 
 

@@ -35,7 +35,7 @@ from ..comm import concat_all_gather
 from ..contrastive import info_nce_logits
 from ..densecl import DenseHead, dense_correspondence, dense_info_nce
 from ..precision import at_least_float32
-from ..queue import KeyQueue
+from ..queue import KeyQueue, gather_ids
 from ..shuffle_bn import batch_shuffle, batch_unshuffle
 from .moco import MoCoV2, global_pool
 
@@ -109,7 +109,7 @@ class DenseCL(MoCoV2):
         if getattr(dense_head, "out_dim", self.queue.dim) != self.queue.dim:
             raise ValueError("The dense head's width must equal MODEL.MOCO.DIM")
         self.dense_head = dense_head
-        self.queue2 = KeyQueue(self.queue.dim, self.queue.size)
+        self.queue2 = KeyQueue(self.queue.dim, self.queue.size, self.queue.track_ids)
         self.loss_weight = float(loss_weight)
         self.warmup_iters = int(warmup_iters)
         self.finish_init()
@@ -173,14 +173,19 @@ class DenseCL(MoCoV2):
         with torch.no_grad():
             k_feats, k, k_grid, k_pooled = self._dense_keys(im_k)
             match = dense_correspondence(q_feats, k_feats)
-        logits, labels = info_nce_logits(q, k, self.queue.clone_keys(), self.temperature)
+        ids = self.queue.batch_ids(batched_inputs)
+        logits, labels = info_nce_logits(
+            q, k, self.queue.clone_keys(), self.temperature, self.queue.exclusion(ids)
+        )
         loss_global = F.cross_entropy(at_least_float32(logits), labels)
         loss_dense = dense_info_nce(
-            q_grid, k_grid, match, self.queue2.keys_view(), self.temperature
+            q_grid, k_grid, match, self.queue2.keys_view(), self.temperature,
+            self.queue2.exclusion(ids, repeat=q_grid.shape[2]),
         )
         # Every process enqueues the same gathered keys, so the queues stay identical.
-        self.queue.enqueue(concat_all_gather(k))
-        self.queue2.enqueue(concat_all_gather(k_pooled))
+        all_ids = gather_ids(ids)
+        self.queue.enqueue(concat_all_gather(k), all_ids)
+        self.queue2.enqueue(concat_all_gather(k_pooled), all_ids)
         self._log_accuracy(logits)
         self._log_dense(w, loss_dense)
         return {"loss_global": (1.0 - w) * loss_global, "loss_dense": w * loss_dense}

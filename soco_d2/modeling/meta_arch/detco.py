@@ -30,7 +30,7 @@ from torch import nn
 from ...config import register_method_config
 from ..comm import concat_all_gather
 from ..detco import CROSS_DIRECTIONS, DetCoHeads, detco_level_terms, weight_level_losses
-from ..queue import KeyQueue
+from ..queue import KeyQueue, gather_ids
 from ..shuffle_bn import batch_shuffle, batch_unshuffle
 from .base import EMATargetMetaArch
 from .moco import add_moco_method_config  # noqa: F401  (registers MODEL.MOCO, read here)
@@ -108,6 +108,7 @@ class DetCo(EMATargetMetaArch):
         temperature: float,
         queue_size: int,
         shuffle_bn: bool = True,
+        exclude_same_image: bool = False,
         **kwargs,
     ):
         """
@@ -121,6 +122,8 @@ class DetCo(EMATargetMetaArch):
             temperature: InfoNCE T.
             queue_size: keys per queue.
             shuffle_bn: shuffle key batches before the target backbone.
+            exclude_same_image: leave queue keys of the query's own image out of its negatives
+                (``MODEL.MOCO.EXCLUDE_SAME_IMAGE``).
             kwargs: see :class:`EMATargetMetaArch` (normalisation, momentum, channels_last).
         """
         super().__init__(**kwargs)
@@ -154,7 +157,8 @@ class DetCo(EMATargetMetaArch):
         dim = next(iter(heads.global_heads.values())).out_dim
         kinds = ("global", "local") if self.local else ("global",)
         self.queues = nn.ModuleDict(
-            {f"{lvl}_{kind}": KeyQueue(dim, queue_size) for lvl in levels for kind in kinds}
+            {f"{lvl}_{kind}": KeyQueue(dim, queue_size, exclude_same_image)
+             for lvl in levels for kind in kinds}
         )
         self.finish_init()
 
@@ -189,6 +193,7 @@ class DetCo(EMATargetMetaArch):
             "temperature": moco.TEMPERATURE,
             "queue_size": moco.QUEUE_SIZE,
             "shuffle_bn": moco.SHUFFLE_BN,
+            "exclude_same_image": moco.EXCLUDE_SAME_IMAGE,
         }
 
     def online_parts(self) -> Dict[str, nn.Module]:
@@ -256,6 +261,9 @@ class DetCo(EMATargetMetaArch):
         with torch.no_grad():
             k_g, k_l = self._embed(self.target, images[1], patches[1], self.shuffle_bn)
 
+        first = self.queues[f"{self.levels[0]}_global"]  # every queue holds the same ids
+        ids = first.batch_ids(batched_inputs)
+        exclude = first.exclusion(ids)
         terms = {}
         for lvl in self.levels:
             local = {}
@@ -264,12 +272,13 @@ class DetCo(EMATargetMetaArch):
                              queue_local=self.queues[f"{lvl}_local"].keys_view())
             terms[lvl] = detco_level_terms(
                 q_g[lvl], k_g[lvl], self.queues[f"{lvl}_global"].keys_view(), self.temperature,
-                cross_directions=self.cross_directions, **local,
+                cross_directions=self.cross_directions, exclude=exclude, **local,
             )
+        all_ids = gather_ids(ids)
         for lvl in self.levels:  # after every loss: each saw the pre-step queues
-            self.queues[f"{lvl}_global"].enqueue(concat_all_gather(k_g[lvl]))
+            self.queues[f"{lvl}_global"].enqueue(concat_all_gather(k_g[lvl]), all_ids)
             if self.local:
-                self.queues[f"{lvl}_local"].enqueue(concat_all_gather(k_l[lvl]))
+                self.queues[f"{lvl}_local"].enqueue(concat_all_gather(k_l[lvl]), all_ids)
         self._log_terms(terms)
         return weight_level_losses(terms, self.level_weights)
 

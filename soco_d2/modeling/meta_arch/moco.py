@@ -35,7 +35,7 @@ from ..contrastive import info_nce_logits
 from ..heads import MLPHead
 from ..init import zero_init_residual_
 from ..precision import at_least_float32
-from ..queue import KeyQueue
+from ..queue import KeyQueue, gather_ids
 from ..shuffle_bn import batch_shuffle, batch_unshuffle, convert_to_split_batchnorm
 from .base import EMATargetMetaArch
 
@@ -68,6 +68,11 @@ def add_moco_method_config(cfg: CN) -> None:
     _C.MODEL.MOCO.SPLIT_BN = 8
     # Shuffle the key encoder's batch (across processes, or within the one): True or False.
     _C.MODEL.MOCO.SHUFFLE_BN = True
+    # Leave keys of the query's own image (enqueued at an earlier step) out of its negatives.
+    # False as officially: there the queue holds 5 % of ImageNet. On a pool smaller than the
+    # queue, every query meets earlier keys of its own image as negatives (MoCo v2, DenseCL and
+    # DetCo read this key; docs/methods/mocov2.md).
+    _C.MODEL.MOCO.EXCLUDE_SAME_IMAGE = False
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +172,7 @@ class MoCoV2(EMATargetMetaArch):
     @classmethod
     def from_config(cls, cfg):
         m, s = cfg.MODEL.MOCO, cfg.MODEL.SSL
-        queue = KeyQueue(m.DIM, m.QUEUE_SIZE)
+        queue = KeyQueue(m.DIM, m.QUEUE_SIZE, track_ids=m.EXCLUDE_SAME_IMAGE)
         # Fail at start, not at the first enqueue: each step writes IMS_PER_BATCH keys.
         queue.check_batch(cfg.SOLVER.IMS_PER_BATCH, "MODEL.MOCO.QUEUE_SIZE")
         backbone = build_moco_backbone(cfg)
@@ -215,10 +220,13 @@ class MoCoV2(EMATargetMetaArch):
         q = self._encode(self._online_container(), im_q)
         with torch.no_grad():
             k = self._keys(im_k)
-        logits, labels = info_nce_logits(q, k, self.queue.clone_keys(), self.temperature)
+        ids = self.queue.batch_ids(batched_inputs)
+        logits, labels = info_nce_logits(
+            q, k, self.queue.clone_keys(), self.temperature, self.queue.exclusion(ids)
+        )
         loss = F.cross_entropy(at_least_float32(logits), labels)
         # Every process enqueues the same gathered keys, so the queues stay identical.
-        self.queue.enqueue(concat_all_gather(k))
+        self.queue.enqueue(concat_all_gather(k), gather_ids(ids))
         self._log_accuracy(logits)
         return {"loss_moco": loss}
 
