@@ -149,7 +149,9 @@ class _QueueInfoNCE(torch.autograd.Function):
             mask = same(j)
             if mask is not None:
                 p.masked_fill_(mask, float("-inf"))
-            new_max = torch.maximum(run_max, p.amax(dim=1)).clamp_min(_MAX_FLOOR)
+            new_max = torch.maximum(run_max, p.amax(dim=1))
+            if mask is not None:  # only left-out keys can make a row's maximum -inf
+                new_max.clamp_min_(_MAX_FLOOR)
             rescale = torch.exp(run_max - new_max)
             p.sub_(new_max[:, None]).exp_()
             run_sum = run_sum * rescale + p.sum(dim=1)
